@@ -1,0 +1,248 @@
+//! The catalog: every input tensor as a description (name, dtype, shape, shard, byte range),
+//! never its bytes, plus the checkpoint's other files. Knows no model naming rules.
+
+mod index;
+mod shard;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+pub use index::{INDEX_FILE, ShardIndex};
+pub use shard::{HEADER_LEN_BYTES, HeaderEntry, Shard, parse_header};
+
+use crate::dtype::Dtype;
+use crate::error::{Error, Result};
+
+/// Index of a shard in [`Catalog::shards`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShardId(pub u32);
+
+/// Index of a tensor in [`Catalog::tensors`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TensorId(pub u32);
+
+/// One input tensor: where its bytes are and what they mean.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorEntry {
+    /// Name as stored.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Dimensions.
+    pub shape: Vec<u64>,
+    /// The shard holding it.
+    pub shard: ShardId,
+    /// Absolute byte range in the shard file.
+    pub bytes: Range<u64>,
+}
+
+impl TensorEntry {
+    /// Number of elements.
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().product()
+    }
+}
+
+/// All tensors of one checkpoint directory, mapped but not read.
+#[derive(Debug)]
+pub struct Catalog {
+    /// The checkpoint directory.
+    pub dir: PathBuf,
+    /// Open shards, in file-name order.
+    pub shards: Vec<Shard>,
+    /// Tensors in (shard, offset) order.
+    pub tensors: Vec<TensorEntry>,
+    /// Files of the directory that are not weights (config, tokenizer, ...), relative paths.
+    pub other_files: Vec<PathBuf>,
+}
+
+impl Catalog {
+    /// Opens every shard of the checkpoint in `dir` and checks headers and index.
+    ///
+    /// # Errors
+    /// Any error naming the file (and tensor) at fault: missing directory, no weights, a bad
+    /// header, an index that disagrees with the shards, a tensor name held twice.
+    pub fn open(dir: &Path) -> Result<Catalog> {
+        if !dir.is_dir() {
+            return Err(Error::NotADirectory {
+                path: dir.to_path_buf(),
+            });
+        }
+        let index = ShardIndex::open(dir)?;
+        let listing = list_dir(dir)?;
+        let shard_files = match &index {
+            Some(index) => index_shards(dir, index, &listing)?,
+            None => listing
+                .iter()
+                .filter(|p| is_weight_file(p))
+                .cloned()
+                .collect(),
+        };
+        if shard_files.is_empty() {
+            return Err(Error::NoWeights {
+                path: dir.to_path_buf(),
+            });
+        }
+        let mut catalog = Catalog {
+            dir: dir.to_path_buf(),
+            shards: Vec::with_capacity(shard_files.len()),
+            tensors: Vec::new(),
+            other_files: listing
+                .into_iter()
+                .filter(|p| !is_weight_file(p) && p.as_os_str() != INDEX_FILE)
+                .collect(),
+        };
+        for file in &shard_files {
+            let (shard, entries) = Shard::open(&dir.join(file))?;
+            catalog.add_shard(shard, entries)?;
+        }
+        catalog.check_unique()?;
+        if let Some(index) = &index {
+            let held = catalog
+                .tensors
+                .iter()
+                .map(|t| (t.name.as_str(), catalog.shard_file_name(t.shard)))
+                .collect();
+            index.check(&held)?;
+        }
+        Ok(catalog)
+    }
+
+    fn add_shard(&mut self, shard: Shard, entries: Vec<HeaderEntry>) -> Result<()> {
+        let id = ShardId(
+            u32::try_from(self.shards.len()).map_err(|_| Error::Checkpoint {
+                path: self.dir.clone(),
+                reason: "more than 4 billion shards".to_string(),
+            })?,
+        );
+        self.tensors
+            .extend(entries.into_iter().map(|e| TensorEntry {
+                name: e.name,
+                dtype: e.dtype,
+                shape: e.shape,
+                shard: id,
+                bytes: e.bytes,
+            }));
+        self.shards.push(shard);
+        Ok(())
+    }
+
+    fn check_unique(&self) -> Result<()> {
+        let mut seen: BTreeMap<&str, ShardId> = BTreeMap::new();
+        for t in &self.tensors {
+            if let Some(first) = seen.insert(&t.name, t.shard) {
+                return Err(Error::DuplicateTensor {
+                    tensor: t.name.clone(),
+                    first: self.shard(first).path.clone(),
+                    second: self.shard(t.shard).path.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The shard with this id.
+    pub fn shard(&self, id: ShardId) -> &Shard {
+        &self.shards[id.0 as usize]
+    }
+
+    /// The tensor with this id.
+    pub fn tensor(&self, id: TensorId) -> &TensorEntry {
+        &self.tensors[id.0 as usize]
+    }
+
+    /// Every tensor with its id, in storage order.
+    pub fn iter(&self) -> impl Iterator<Item = (TensorId, &TensorEntry)> {
+        self.tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (TensorId(i as u32), t))
+    }
+
+    /// The path of the shard holding `id`, for messages.
+    pub fn path_of(&self, id: TensorId) -> &Path {
+        &self.shard(self.tensor(id).shard).path
+    }
+
+    /// The `__metadata__` of the first shard (nemoconv writes the same map into every shard).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.shards[0].metadata
+    }
+
+    /// Sum of all tensor bytes.
+    pub fn payload_bytes(&self) -> u64 {
+        self.tensors
+            .iter()
+            .map(|t| t.bytes.end - t.bytes.start)
+            .sum()
+    }
+
+    fn shard_file_name(&self, id: ShardId) -> &str {
+        self.shard(id)
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+    }
+}
+
+fn is_weight_file(path: &Path) -> bool {
+    path.parent().is_none_or(|p| p.as_os_str().is_empty())
+        && path.extension().is_some_and(|e| e == "safetensors")
+}
+
+/// The shard files an index names, checked to exist; stray `*.safetensors` files are refused.
+fn index_shards(dir: &Path, index: &ShardIndex, listing: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let files = index.shard_files();
+    for file in &files {
+        if !dir.join(file).is_file() {
+            let tensor = index
+                .weight_map
+                .iter()
+                .find(|(_, f)| *f == file)
+                .map(|(t, _)| t.clone())
+                .unwrap_or_default();
+            return Err(Error::IndexMismatch {
+                path: index.path.clone(),
+                tensor,
+                reason: format!("it is mapped to {file}, which does not exist"),
+            });
+        }
+    }
+    if let Some(stray) = listing
+        .iter()
+        .find(|p| is_weight_file(p) && !files.iter().any(|f| p.as_os_str() == f.as_str()))
+    {
+        return Err(Error::IndexMismatch {
+            path: index.path.clone(),
+            tensor: String::new(),
+            reason: format!(
+                "{} is in the directory but not in the index; remove it or add its tensors to the index",
+                stray.display()
+            ),
+        });
+    }
+    Ok(files.into_iter().map(PathBuf::from).collect())
+}
+
+/// Every regular file below `dir` (following links, as a hub cache needs), as sorted relative paths.
+fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let abs = dir.join(&rel);
+        for entry in std::fs::read_dir(&abs).map_err(Error::io(&abs, "list directory"))? {
+            let entry = entry.map_err(Error::io(&abs, "list directory"))?;
+            let rel_path = rel.join(entry.file_name());
+            let meta = std::fs::metadata(entry.path()).map_err(Error::io(entry.path(), "stat"))?;
+            if meta.is_dir() {
+                stack.push(rel_path);
+            } else if meta.is_file() {
+                out.push(rel_path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,212 @@
+//! The command line: clap types, parsing into domain types, and the one function that turns
+//! arguments into library [`Options`]. Only the binary uses this file.
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use nemoconv::Options;
+use nemoconv::dtype::Dtype;
+use nemoconv::options::{DEFAULT_MAX_SHARD_BYTES, HfPrefix, anchored_regex};
+use regex::Regex;
+
+/// Convert NemotronV3 checkpoints between the HuggingFace and NeMo Automodel layouts.
+#[derive(Debug, Parser)]
+#[command(name = "nemoconv", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// HF layout (backbone.* names, one tensor per expert) → internal layout (merged experts).
+    #[command(
+        after_help = "Example:\n  nemoconv from-hf NVIDIA-Nemotron-3-Nano-30B-A3B-BF16/ nano-internal/\n  nemoconv from-hf --dtype f32 --max-shard-size 2GiB ckpt/ out/"
+    )]
+    FromHf(FromHfArgs),
+    /// Internal layout (merged experts) → HF layout.
+    #[command(
+        after_help = "Example:\n  nemoconv to-hf nano-internal/ nano-hf/\n  nemoconv to-hf --exclude-regex '.*_extra_state.*|lm_head' nano-internal/ nano-hf/"
+    )]
+    ToHf(ToHfArgs),
+}
+
+/// Options both conversions take.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Largest output shard, e.g. 5GB (decimal), 2GiB (binary), 500MB or plain bytes.
+    #[arg(long, value_name = "SIZE", default_value = "5GB", value_parser = parse_size)]
+    pub max_shard_size: u64,
+    /// Worker threads [default: all cores].
+    #[arg(short = 'j', long = "threads", value_name = "N")]
+    pub threads: Option<NonZeroUsize>,
+    /// Replace OUT if it exists (only once the new output is complete).
+    #[arg(long)]
+    pub force: bool,
+    /// No progress bar and no summary line (errors are still printed).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `nemoconv from-hf`.
+#[derive(Debug, Args)]
+pub struct FromHfArgs {
+    /// Input checkpoint directory in HF layout.
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// Output directory (must not exist or be empty, unless --force).
+    #[arg(value_name = "OUT")]
+    pub output: PathBuf,
+    /// dtype of the merged experts [default: config torch_dtype, else bf16].
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
+    /// Drop, and list on stderr, what the reference drops silently instead of refusing it.
+    #[arg(long)]
+    pub lenient: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+}
+
+/// `nemoconv to-hf`.
+#[derive(Debug, Args)]
+pub struct ToHfArgs {
+    /// Input checkpoint directory in internal layout, then the output directory.
+    #[arg(value_name = "IN... OUT", num_args = 2.., required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Leave out output (HF) names matching this regex, anchored at the start like Python's re.match.
+    #[arg(long, value_name = "RE", value_parser = parse_regex)]
+    pub exclude_regex: Option<RegexArg>,
+    /// HF name prefix [default: the one recorded by from-hf, else backbone].
+    #[arg(long, value_enum)]
+    pub hf_prefix: Option<PrefixArg>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: CommonArgs,
+}
+
+/// `--dtype` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DtypeArg {
+    /// bfloat16.
+    Bf16,
+    /// float16.
+    F16,
+    /// float32.
+    F32,
+}
+
+/// `--hf-prefix` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PrefixArg {
+    /// `backbone.`, as released checkpoints use.
+    Backbone,
+    /// `model.`, newer transformers naming.
+    Model,
+}
+
+/// A compiled `--exclude-regex` (None: the empty regex, which excludes nothing).
+#[derive(Debug, Clone)]
+pub struct RegexArg(pub Option<Regex>);
+
+fn parse_regex(text: &str) -> Result<RegexArg, String> {
+    anchored_regex(text)
+        .map(RegexArg)
+        .map_err(|e| e.to_string())
+}
+
+/// Parses `5GB`, `500MB`, `2GiB`, `1.5TB` or plain bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "tb" | "t" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?}; use e.g. 5GB, 500MB, 2GiB or a number of bytes"
+            ));
+        }
+    };
+    let value: f64 = number.parse().map_err(|_| {
+        format!("{text:?} is not a size; use e.g. 5GB, 500MB, 2GiB or a number of bytes")
+    })?;
+    let bytes = value * factor as f64;
+    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("{text:?} must be at least one byte"));
+    }
+    Ok(bytes as u64)
+}
+
+impl CommonArgs {
+    fn apply(&self, options: &mut Options) {
+        options.max_shard_bytes = self.max_shard_size;
+        options.threads = self.threads;
+        options.force = self.force;
+    }
+}
+
+/// The library options for `from-hf`.
+pub fn from_hf_options(args: &FromHfArgs) -> Options {
+    let mut options = Options {
+        expert_dtype: args.dtype.map(|d| match d {
+            DtypeArg::Bf16 => Dtype::BF16,
+            DtypeArg::F16 => Dtype::F16,
+            DtypeArg::F32 => Dtype::F32,
+        }),
+        lenient: args.lenient,
+        max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,
+        ..Options::default()
+    };
+    args.common.apply(&mut options);
+    options
+}
+
+/// The library options for `to-hf`.
+pub fn to_hf_options(args: &ToHfArgs) -> Options {
+    let mut options = Options {
+        exclude: args.exclude_regex.clone().and_then(|r| r.0),
+        hf_prefix: args.hf_prefix.map(|p| match p {
+            PrefixArg::Backbone => HfPrefix::Backbone,
+            PrefixArg::Model => HfPrefix::Model,
+        }),
+        ..Options::default()
+    };
+    args.common.apply(&mut options);
+    options
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_take_decimal_and_binary_units() {
+        assert_eq!(parse_size("5GB"), Ok(5_000_000_000));
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1234"), Ok(1234));
+        assert!(parse_size("5XB").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("").is_err());
+    }
+}

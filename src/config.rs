@@ -1,0 +1,239 @@
+//! `config.json` as the conversion reads it (SPEC §2): the layer pattern, the expert counts and
+//! the expert dtype. Parsing works on a string so it can be tested without files.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::dtype::{self, Dtype};
+use crate::error::{Error, Result};
+
+/// The name of the config file in a checkpoint directory.
+pub const CONFIG_FILE: &str = "config.json";
+
+/// What one layer of the hybrid stack is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    /// `M`: a Mamba-2 mixer.
+    Mamba,
+    /// `*`: self-attention.
+    Attention,
+    /// `-`: a dense MLP.
+    Mlp,
+    /// `E`: a mixture of experts.
+    Moe,
+}
+
+impl LayerKind {
+    /// The pattern letter, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerKind::Mamba => "mamba (\"M\")",
+            LayerKind::Attention => "attention (\"*\")",
+            LayerKind::Mlp => "dense MLP (\"-\")",
+            LayerKind::Moe => "MoE (\"E\")",
+        }
+    }
+
+    fn from_letter(letter: char) -> Option<LayerKind> {
+        match letter {
+            'M' => Some(LayerKind::Mamba),
+            '*' => Some(LayerKind::Attention),
+            '-' => Some(LayerKind::Mlp),
+            'E' => Some(LayerKind::Moe),
+            _ => None,
+        }
+    }
+
+    fn from_block_type(name: &str) -> Option<LayerKind> {
+        match name {
+            "mamba" | "linear_attention" => Some(LayerKind::Mamba),
+            "attention" | "full_attention" => Some(LayerKind::Attention),
+            "mlp" => Some(LayerKind::Mlp),
+            "moe" => Some(LayerKind::Moe),
+            _ => None,
+        }
+    }
+}
+
+/// The fields of `config.json` that the conversion needs, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// The file this came from, for messages.
+    pub path: PathBuf,
+    /// `model_type`, used to pick the model family.
+    pub model_type: Option<String>,
+    /// One entry per layer; empty when the config gives no pattern.
+    pub pattern: Vec<LayerKind>,
+    /// `n_routed_experts` (E).
+    pub n_routed_experts: Option<u64>,
+    /// `moe_intermediate_size` (I).
+    pub moe_intermediate_size: Option<u64>,
+    /// `mlp_bias`: expert biases, which nobody supports.
+    pub mlp_bias: bool,
+    /// `torch_dtype` (or `dtype`): the dtype merged experts get.
+    pub torch_dtype: Option<Dtype>,
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    model_type: Option<String>,
+    hybrid_override_pattern: Option<String>,
+    layers_block_type: Option<Vec<String>>,
+    n_routed_experts: Option<u64>,
+    moe_intermediate_size: Option<u64>,
+    #[serde(default)]
+    mlp_bias: Option<bool>,
+    torch_dtype: Option<serde_json::Value>,
+    dtype: Option<serde_json::Value>,
+}
+
+impl ModelConfig {
+    /// Reads `config.json` from a checkpoint directory.
+    ///
+    /// # Errors
+    /// [`Error::BadConfig`] when the file is missing, unreadable or not a valid config.
+    pub fn open(dir: &Path) -> Result<ModelConfig> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::BadConfig {
+            path: path.clone(),
+            reason: format!(
+                "cannot read the model config: {e}; every checkpoint needs its config.json"
+            ),
+        })?;
+        ModelConfig::from_json(&text, &path)
+    }
+
+    /// Parses the text of a `config.json`; `path` is only used in messages.
+    ///
+    /// # Errors
+    /// [`Error::BadConfig`] for invalid JSON, a bad pattern letter or an unknown dtype.
+    pub fn from_json(text: &str, path: &Path) -> Result<ModelConfig> {
+        let bad = |reason: String| Error::BadConfig {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let raw: RawConfig =
+            serde_json::from_str(text).map_err(|e| bad(format!("not a valid config: {e}")))?;
+        let pattern = match (&raw.hybrid_override_pattern, &raw.layers_block_type) {
+            (Some(letters), _) => parse_pattern(letters).map_err(bad)?,
+            (None, Some(types)) => parse_block_types(types).map_err(bad)?,
+            (None, None) => Vec::new(),
+        };
+        let dtype_value = raw.torch_dtype.or(raw.dtype).filter(|v| !v.is_null());
+        let torch_dtype = match dtype_value {
+            None => None,
+            Some(serde_json::Value::String(name)) => Some(
+                dtype::from_torch_name(&name)
+                    .ok_or_else(|| bad(format!("torch_dtype {name:?} is not a dtype nemoconv knows; use bfloat16, float16 or float32")))?,
+            ),
+            Some(other) => return Err(bad(format!("torch_dtype must be a string, found {other}"))),
+        };
+        Ok(ModelConfig {
+            path: path.to_path_buf(),
+            model_type: raw.model_type,
+            pattern,
+            n_routed_experts: raw.n_routed_experts,
+            moe_intermediate_size: raw.moe_intermediate_size,
+            mlp_bias: raw.mlp_bias.unwrap_or(false),
+            torch_dtype,
+        })
+    }
+
+    /// The kind of layer `layer`, or None beyond the pattern.
+    pub fn layer_kind(&self, layer: u64) -> Option<LayerKind> {
+        usize::try_from(layer)
+            .ok()
+            .and_then(|i| self.pattern.get(i).copied())
+    }
+
+    /// The number of layers: the pattern's length (SPEC §2).
+    pub fn n_layers(&self) -> u64 {
+        self.pattern.len() as u64
+    }
+
+    /// A [`Error::BadConfig`] saying that `field` is needed and missing.
+    pub fn missing(&self, field: &str, why: &str) -> Error {
+        Error::BadConfig {
+            path: self.path.clone(),
+            reason: format!("field {field:?} is missing; it is needed {why}"),
+        }
+    }
+}
+
+fn parse_pattern(letters: &str) -> std::result::Result<Vec<LayerKind>, String> {
+    letters
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            LayerKind::from_letter(c).ok_or_else(|| {
+                format!("hybrid_override_pattern {letters:?}: letter {c:?} at layer {i} is not one of M * - E")
+            })
+        })
+        .collect()
+}
+
+fn parse_block_types(types: &[String]) -> std::result::Result<Vec<LayerKind>, String> {
+    types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            LayerKind::from_block_type(t).ok_or_else(|| {
+                format!("layers_block_type[{i}] = {t:?} is not one of mamba, attention, mlp, moe")
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ModelConfig> {
+        ModelConfig::from_json(text, Path::new("config.json"))
+    }
+
+    #[test]
+    fn hybrid_pattern_gives_one_kind_per_letter() {
+        let c = parse(r#"{"hybrid_override_pattern": "ME*-", "num_hidden_layers": 99}"#).unwrap();
+        use LayerKind::*;
+        assert_eq!(c.pattern, vec![Mamba, Moe, Attention, Mlp]);
+        assert_eq!(c.n_layers(), 4);
+    }
+
+    #[test]
+    fn layers_block_type_accepts_both_spellings() {
+        let c = parse(r#"{"layers_block_type": ["linear_attention","moe","full_attention","mlp","mamba","attention"]}"#).unwrap();
+        use LayerKind::*;
+        assert_eq!(
+            c.pattern,
+            vec![Mamba, Moe, Attention, Mlp, Mamba, Attention]
+        );
+    }
+
+    #[test]
+    fn bad_pattern_letter_is_refused() {
+        assert!(matches!(
+            parse(r#"{"hybrid_override_pattern": "MX"}"#),
+            Err(Error::BadConfig { .. })
+        ));
+    }
+
+    #[test]
+    fn dtype_synonym_is_read_and_missing_dtype_is_none() {
+        assert_eq!(
+            parse(r#"{"dtype": "float16"}"#).unwrap().torch_dtype,
+            Some(Dtype::F16)
+        );
+        assert_eq!(
+            parse(r#"{"torch_dtype": "float32"}"#).unwrap().torch_dtype,
+            Some(Dtype::F32)
+        );
+        assert_eq!(parse(r#"{}"#).unwrap().torch_dtype, None);
+    }
+
+    #[test]
+    fn invalid_json_is_refused() {
+        assert!(matches!(parse("{"), Err(Error::BadConfig { .. })));
+    }
+}

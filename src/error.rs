@@ -1,0 +1,274 @@
+//! The library's one error type. Every variant names the file and, where there is one, the
+//! tensor, and says what to do. Nothing here prints or exits.
+
+use std::path::PathBuf;
+
+/// Result with nemoconv's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can stop a conversion, with the file and tensor involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call on a file or directory failed.
+    #[error("{path}: {action}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What nemoconv was doing ("open", "write", ...).
+        action: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The input path does not exist or is not a directory.
+    #[error(
+        "{path}: not a directory; give the checkpoint directory (it holds config.json and *.safetensors)"
+    )]
+    NotADirectory {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The input directory holds no safetensors file.
+    #[error("{path}: no *.safetensors file found; is this a checkpoint directory?")]
+    NoWeights {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A shard's header could not be read or failed safetensors' checks.
+    #[error(
+        "{path}: not a valid safetensors file: {reason}; the file is damaged or incomplete, download or copy it again"
+    )]
+    BadShard {
+        /// The shard file.
+        path: PathBuf,
+        /// What is wrong, from the safetensors crate or from nemoconv's own checks.
+        reason: String,
+    },
+    /// A tensor in a shard uses a dtype nemoconv cannot handle here.
+    #[error("{path}: tensor {tensor:?}: {reason}")]
+    BadTensor {
+        /// The shard file.
+        path: PathBuf,
+        /// The tensor name.
+        tensor: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// The same tensor name appears in two shards.
+    #[error("{second}: tensor {tensor:?} is also in {first}; remove one copy")]
+    DuplicateTensor {
+        /// The tensor name.
+        tensor: String,
+        /// The shard seen first.
+        first: PathBuf,
+        /// The shard seen second.
+        second: PathBuf,
+    },
+    /// `model.safetensors.index.json` is not valid JSON or lacks `weight_map`.
+    #[error("{path}: not a valid index: {reason}")]
+    BadIndex {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The index and the shards disagree.
+    #[error(
+        "{path}: tensor {tensor:?}: {reason}; the index does not match the shards, regenerate it or restore the missing files"
+    )]
+    IndexMismatch {
+        /// The index file.
+        path: PathBuf,
+        /// The tensor involved.
+        tensor: String,
+        /// What disagrees.
+        reason: String,
+    },
+    /// `config.json` is missing, not JSON, or lacks a field the conversion needs.
+    #[error("{path}: {reason}")]
+    BadConfig {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// Both `backbone.` and `model.` prefixed names are present (SPEC §3.1).
+    #[error(
+        "{path}: tensor {tensor:?} has prefix {prefix:?} but {other:?} has {other_prefix:?}; a checkpoint must use one prefix"
+    )]
+    MixedPrefix {
+        /// The shard holding `tensor`.
+        path: PathBuf,
+        /// A tensor with the first prefix.
+        tensor: String,
+        /// The first prefix.
+        prefix: String,
+        /// A tensor with the other prefix.
+        other: String,
+        /// The other prefix.
+        other_prefix: String,
+    },
+    /// An expert id is not below `n_routed_experts`.
+    #[error(
+        "{path}: tensor {tensor:?}: expert id {id} >= n_routed_experts ({n_experts}); fix config.json or use --lenient to drop it"
+    )]
+    ExpertIdOutOfRange {
+        /// The shard.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The expert id found.
+        id: u64,
+        /// `n_routed_experts` from the config.
+        n_experts: u64,
+    },
+    /// A `layers.N` tensor with N beyond the layer pattern.
+    #[error(
+        "{path}: tensor {tensor:?}: layer {layer} is beyond the {n_layers} layers of the config's pattern; fix config.json or use --lenient to drop it"
+    )]
+    LayerOutOfRange {
+        /// The shard.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The layer index found.
+        layer: u64,
+        /// The pattern length.
+        n_layers: u64,
+    },
+    /// A tensor the reference drops silently (SPEC §3 table); refused unless `--lenient`.
+    #[error(
+        "{path}: tensor {tensor:?}: {what}, which the reference drops silently; use --lenient to drop it"
+    )]
+    Droppable {
+        /// The shard.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// What kind of tensor it is.
+        what: &'static str,
+    },
+    /// A layer the pattern calls MoE holds no expert tensors.
+    #[error(
+        "{path}: layer {layer} is MoE (\"E\") in the config's pattern but holds no expert tensors; fix the pattern or use --lenient"
+    )]
+    MoeLayerWithoutExperts {
+        /// The input directory.
+        path: PathBuf,
+        /// The layer index.
+        layer: u64,
+    },
+    /// Expert biases are not supported by the reference either.
+    #[error("{path}: tensor {tensor:?}: expert biases (mlp_bias) are not supported")]
+    ExpertBias {
+        /// The shard or config file.
+        path: PathBuf,
+        /// The tensor, or `mlp_bias` for the config flag.
+        tensor: String,
+    },
+    /// Some experts of a group are absent.
+    #[error(
+        "{path}: tensor {tensor:?} is missing ({n_missing} expert tensors of this group are missing); the checkpoint is incomplete"
+    )]
+    MissingExperts {
+        /// The input directory.
+        path: PathBuf,
+        /// The first missing tensor name.
+        tensor: String,
+        /// How many are missing in the group.
+        n_missing: usize,
+    },
+    /// Experts of one group disagree in shape or dtype, or with the config.
+    #[error("{path}: tensor {tensor:?}: {reason}")]
+    ExpertMismatch {
+        /// The shard.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// What disagrees with what.
+        reason: String,
+    },
+    /// A merged expert tensor has the wrong shape for to-hf (SPEC §4.5).
+    #[error("{path}: tensor {tensor:?}: shape {shape:?}, expected {expected}")]
+    MergedShape {
+        /// The shard.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The shape found.
+        shape: Vec<u64>,
+        /// The expected shape, written with `*` for free dims.
+        expected: String,
+    },
+    /// A tensor sits in a layer whose pattern kind cannot hold it.
+    #[error(
+        "{path}: tensor {tensor:?}: layer {layer} is {kind} in the config's pattern, but this is a {found} tensor; the config does not match the weights"
+    )]
+    PatternMismatch {
+        /// The shard.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The layer index.
+        layer: u64,
+        /// The kind the pattern gives.
+        kind: &'static str,
+        /// The kind the tensor name implies.
+        found: &'static str,
+    },
+    /// The input is not in the layout the command converts from.
+    #[error("{path}: {reason}")]
+    WrongLayout {
+        /// The input directory.
+        path: PathBuf,
+        /// What was found and which command to use.
+        reason: String,
+    },
+    /// A tensor needs a dtype conversion nemoconv does not do.
+    #[error("{path}: tensor {tensor:?}: cannot convert {from} to {to}")]
+    UnsupportedCast {
+        /// The shard.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The stored dtype.
+        from: String,
+        /// The wanted dtype.
+        to: String,
+    },
+    /// A rule about the checkpoint as a whole, not one tensor, is broken.
+    #[error("{path}: {reason}")]
+    Checkpoint {
+        /// The input directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// The output location cannot be used.
+    #[error("{path}: {reason}")]
+    Output {
+        /// The output path.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// The run was stopped by a signal; the partial output was removed.
+    #[error("interrupted; the partial output was removed")]
+    Interrupted,
+}
+
+impl Error {
+    /// Wraps an I/O error with the path and the action that failed.
+    pub fn io(
+        path: impl Into<PathBuf>,
+        action: &'static str,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io {
+            path,
+            action,
+            source,
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! The executor: runs a [`Plan`] into an output directory. It splits recipes into jobs of
+//! bounded size, runs them in parallel with positioned writes into preallocated shards,
+//! releases input pages once read, and commits the directory atomically. It knows no tensor
+//! names and no model rules.
+
+pub mod kernels;
+mod staging;
+mod writer;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+pub use staging::Staging;
+
+use crate::catalog::{Catalog, INDEX_FILE};
+use crate::dtype::{self, Dtype};
+use crate::error::{Error, Result};
+use crate::plan::{Plan, Recipe, Source};
+
+/// Most bytes one job produces through a buffer (casts and transposes); bounds memory.
+pub const CHUNK_BYTES: u64 = 16 << 20;
+/// Most bytes one kernel-side copy job moves, so big tensors still spread over threads.
+const COPY_CHUNK_BYTES: u64 = 256 << 20;
+
+/// Receives progress from the executor; the binary draws it, the library never prints.
+pub trait Progress: Sync {
+    /// Called once with the bytes the run will write.
+    fn start(&self, _total_bytes: u64) {}
+    /// Called as output bytes are written.
+    fn advance(&self, _bytes: u64) {}
+    /// Called once when the writing is over, successful or not.
+    fn finish(&self) {}
+}
+
+/// A [`Progress`] that ignores everything.
+#[derive(Debug, Default)]
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// What a finished run wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Output tensors.
+    pub tensors: usize,
+    /// Output tensor bytes.
+    pub bytes: u64,
+    /// Output shard files.
+    pub shards: usize,
+    /// Wall time of the execution, seconds.
+    pub seconds: f64,
+}
+
+/// How an output tensor's bytes are made from part of one source.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Copy source bytes `[start, end)` (relative to the source) unchanged.
+    Copy(std::ops::Range<u64>),
+    /// Convert source elements `[start, end)` to the output dtype.
+    Cast(std::ops::Range<u64>),
+    /// Write source columns `band` of a `[rows, cols]` matrix as output rows.
+    Transpose {
+        rows: u64,
+        cols: u64,
+        band: std::ops::Range<u64>,
+    },
+}
+
+/// One unit of parallel work: part of one source into one place of one shard.
+#[derive(Debug, Clone)]
+struct Job<'p> {
+    source: &'p Source,
+    out_dtype: Dtype,
+    shard: usize,
+    offset: u64,
+    op: Op,
+}
+
+/// Runs `plan` (made from `catalog`) into `output`, which appears only when complete.
+///
+/// # Errors
+/// [`Error::Output`] for an unusable target, [`Error::Io`] naming the file on any read or
+/// write failure (a full disk included), [`Error::Interrupted`] when `cancel` is set.
+pub fn execute(
+    plan: &Plan,
+    catalog: &Catalog,
+    output: &Path,
+    force: bool,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let staging = Staging::new(output, &catalog.dir, force)?;
+    let files = writer::create_shards(staging.dir(), plan)?;
+    let jobs = jobs(plan);
+    progress.start(plan.payload_bytes());
+    let result = jobs.par_iter().try_for_each(|job| {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let written = run(
+            job,
+            catalog,
+            &files[job.shard],
+            &staging.dir().join(&plan.shards[job.shard].file_name),
+        )?;
+        progress.advance(written);
+        Ok(())
+    });
+    progress.finish();
+    result?;
+    writer::sync_shards(staging.dir(), plan, &files)?;
+    writer::write_index(staging.dir(), plan)?;
+    writer::copy_files(&catalog.dir, staging.dir(), &plan.copy_files, &[INDEX_FILE])?;
+    if cancel.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted);
+    }
+    staging.commit()?;
+    Ok(Summary {
+        tensors: plan.tensors.len(),
+        bytes: plan.payload_bytes(),
+        shards: plan.shards.len(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Splits every recipe into jobs of at most [`CHUNK_BYTES`] of output (copies: more).
+fn jobs(plan: &Plan) -> Vec<Job<'_>> {
+    let mut jobs = Vec::new();
+    for (t, place) in plan.tensors.iter().zip(&plan.placements) {
+        let job = |source, offset, op| Job {
+            source,
+            out_dtype: t.dtype,
+            shard: place.shard,
+            offset,
+            op,
+        };
+        match &t.recipe {
+            Recipe::Copy(s) => {
+                let len = s.bytes.end - s.bytes.start;
+                for part in ranges(len, COPY_CHUNK_BYTES) {
+                    jobs.push(job(s, place.offset + part.start, Op::Copy(part)));
+                }
+            }
+            Recipe::Cast(s) => {
+                let (from, to) = (elem_bytes(s.dtype), elem_bytes(t.dtype));
+                let numel = (s.bytes.end - s.bytes.start) / from;
+                for part in ranges(numel, CHUNK_BYTES / from.max(to)) {
+                    jobs.push(job(s, place.offset + part.start * to, Op::Cast(part)));
+                }
+            }
+            Recipe::StackTransposed {
+                sources,
+                rows,
+                cols,
+            } => {
+                let slot_bytes = rows * cols * elem_bytes(t.dtype);
+                for (k, s) in sources.iter().enumerate() {
+                    push_transpose(
+                        &mut jobs,
+                        job(s, place.offset + k as u64 * slot_bytes, Op::Copy(0..0)),
+                        *rows,
+                        *cols,
+                    );
+                }
+            }
+            Recipe::TransposeSlice { source, rows, cols } => push_transpose(
+                &mut jobs,
+                job(source, place.offset, Op::Copy(0..0)),
+                *rows,
+                *cols,
+            ),
+        }
+    }
+    jobs
+}
+
+/// Adds the transpose of one `[rows, cols]` source at `base.offset`, in bands of output rows.
+fn push_transpose<'p>(jobs: &mut Vec<Job<'p>>, base: Job<'p>, rows: u64, cols: u64) {
+    let widest = elem_bytes(base.source.dtype).max(elem_bytes(base.out_dtype));
+    let out_row_bytes = rows * elem_bytes(base.out_dtype);
+    let band_rows = (CHUNK_BYTES / (rows * widest).max(1)).max(1);
+    for band in ranges(cols, band_rows) {
+        jobs.push(Job {
+            offset: base.offset + band.start * out_row_bytes,
+            op: Op::Transpose { rows, cols, band },
+            ..base.clone()
+        });
+    }
+}
+
+fn ranges(len: u64, step: u64) -> impl Iterator<Item = std::ops::Range<u64>> {
+    let step = step.max(1);
+    (0..len.div_ceil(step)).map(move |i| i * step..((i + 1) * step).min(len))
+}
+
+fn elem_bytes(dtype: Dtype) -> u64 {
+    dtype::size_bytes(dtype).expect("plans only cast or transpose byte-sized dtypes") as u64
+}
+
+thread_local! {
+    /// Per-thread scratch buffers, reused across jobs: transposed bytes, then cast bytes.
+    static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs one job; returns the output bytes written.
+fn run(job: &Job, catalog: &Catalog, out: &File, out_path: &Path) -> Result<u64> {
+    let shard = catalog.shard(job.source.shard);
+    let src_all = shard.bytes(&job.source.bytes);
+    let from = job.source.dtype;
+    let written = match &job.op {
+        Op::Copy(part) => {
+            let abs = job.source.bytes.start + part.start..job.source.bytes.start + part.end;
+            writer::copy_range(shard, &abs, out, job.offset, out_path)?;
+            return Ok(part.end - part.start);
+        }
+        Op::Cast(part) => {
+            let size = elem_bytes(from);
+            let src = &src_all[(part.start * size) as usize..(part.end * size) as usize];
+            SCRATCH.with_borrow_mut(|(_, buf)| {
+                let out_len = (part.end - part.start) * elem_bytes(job.out_dtype);
+                buf.resize(out_len as usize, 0);
+                dtype::cast_into(from, job.out_dtype, src, buf);
+                writer::write_at(out, buf, job.offset, out_path).map(|()| out_len)
+            })?
+        }
+        Op::Transpose { rows, cols, band } => SCRATCH.with_borrow_mut(|(transposed, cast)| {
+            let size = elem_bytes(from) as usize;
+            transposed.resize(((band.end - band.start) * rows) as usize * size, 0);
+            kernels::transpose_band(
+                src_all,
+                *rows as usize,
+                *cols as usize,
+                size,
+                band.start as usize..band.end as usize,
+                transposed,
+            );
+            let bytes = if from == job.out_dtype {
+                &transposed[..]
+            } else {
+                cast.resize(
+                    transposed.len() / size * elem_bytes(job.out_dtype) as usize,
+                    0,
+                );
+                dtype::cast_into(from, job.out_dtype, transposed, cast);
+                &cast[..]
+            };
+            writer::write_at(out, bytes, job.offset, out_path).map(|()| bytes.len() as u64)
+        })?,
+    };
+    if let Some(range) = read_range(job) {
+        shard.release(&range);
+    }
+    Ok(written)
+}
+
+/// The input bytes a buffered job has finished reading, whose pages can leave memory: a cast's
+/// own part, or a whole transposed source after its last band.
+fn read_range(job: &Job) -> Option<std::ops::Range<u64>> {
+    let start = job.source.bytes.start;
+    match &job.op {
+        Op::Copy(_) => None,
+        Op::Cast(part) => {
+            let size = elem_bytes(job.source.dtype);
+            Some(start + part.start * size..start + part.end * size)
+        }
+        Op::Transpose { cols, band, .. } => (band.end == *cols).then(|| job.source.bytes.clone()),
+    }
+}
+
+/// The index's `weight_map`: tensor name → shard file name.
+pub fn weight_map(plan: &Plan) -> BTreeMap<&str, &str> {
+    plan.tensors
+        .iter()
+        .zip(&plan.placements)
+        .map(|(t, p)| (t.name.as_str(), plan.shards[p.shard].file_name.as_str()))
+        .collect()
+}

@@ -1,0 +1,198 @@
+//! The output directory's life: checks on the target path, a temporary directory beside it,
+//! and the final fsync-and-rename that makes a complete checkpoint appear at once. A failed
+//! or interrupted run removes its temporary directory and leaves any old output untouched.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Marker in the names of temporary directories, so later runs can find stale ones.
+const TMP_MARKER: &str = ".nemoconv-tmp-";
+
+/// A temporary directory that becomes `target` on [`Staging::commit`], or is removed on drop.
+#[derive(Debug)]
+pub struct Staging {
+    target: PathBuf,
+    tmp: PathBuf,
+    committed: bool,
+}
+
+impl Staging {
+    /// Checks `target` (absent or empty, or `force`; not inside `input`) and creates the
+    /// temporary directory beside it, removing stale ones of dead runs.
+    ///
+    /// # Errors
+    /// [`Error::Output`] for an unusable target, [`Error::Io`] when the directory cannot be made.
+    pub fn new(target: &Path, input: &Path, force: bool) -> Result<Staging> {
+        check_target(target, input, force)?;
+        let parent = parent_of(target);
+        fs::create_dir_all(&parent)
+            .map_err(Error::io(&parent, "create output parent directory"))?;
+        let base = base_name(target)?;
+        remove_stale(&parent, &base);
+        let tmp = parent.join(format!(".{base}{TMP_MARKER}{}", std::process::id()));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(Error::io(&tmp, "remove old temporary directory"))?;
+        }
+        fs::create_dir(&tmp).map_err(Error::io(&tmp, "create temporary directory"))?;
+        Ok(Staging {
+            target: target.to_path_buf(),
+            tmp,
+            committed: false,
+        })
+    }
+
+    /// Where files are written until the commit.
+    pub fn dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// fsyncs the temporary directory, then renames it to the target (replacing an old one,
+    /// which is removed only after the rename), and fsyncs the parent.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a sync or rename fails; the old target is then still in place.
+    pub fn commit(mut self) -> Result<()> {
+        sync_dir(&self.tmp)?;
+        let parent = parent_of(&self.target);
+        let old = if self.target.exists() {
+            let old = parent.join(format!(
+                ".{}{TMP_MARKER}old-{}",
+                base_name(&self.target)?,
+                std::process::id()
+            ));
+            fs::rename(&self.target, &old)
+                .map_err(Error::io(&self.target, "move the old output aside"))?;
+            Some(old)
+        } else {
+            None
+        };
+        if let Err(e) = fs::rename(&self.tmp, &self.target) {
+            if let Some(old) = &old {
+                let _ = fs::rename(old, &self.target);
+            }
+            return Err(Error::io(
+                &self.target,
+                "rename the finished output into place",
+            )(e));
+        }
+        self.committed = true;
+        if let Some(old) = old {
+            fs::remove_dir_all(&old).map_err(Error::io(&old, "remove the replaced output"))?;
+        }
+        sync_dir(&parent)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+/// fsyncs a directory so the names in it survive a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(Error::io(dir, "sync directory"))
+}
+
+fn check_target(target: &Path, input: &Path, force: bool) -> Result<()> {
+    let refuse = |reason: &str| {
+        Err(Error::Output {
+            path: target.to_path_buf(),
+            reason: reason.to_string(),
+        })
+    };
+    let abs_target = absolute(target)?;
+    let abs_input = fs::canonicalize(input).map_err(Error::io(input, "resolve input path"))?;
+    if abs_target.starts_with(&abs_input) {
+        return refuse("the output is inside the input checkpoint; choose a directory outside it");
+    }
+    if abs_input.starts_with(&abs_target) {
+        return refuse(
+            "the input checkpoint is inside the output directory; choose another output",
+        );
+    }
+    match fs::symlink_metadata(target) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(target, "stat output")(e)),
+        Ok(meta) if !meta.is_dir() => {
+            refuse("exists and is not a directory; remove it or choose another output")
+        }
+        Ok(_) if force => Ok(()),
+        Ok(_) => {
+            let mut entries =
+                fs::read_dir(target).map_err(Error::io(target, "list output directory"))?;
+            if entries.next().is_some() {
+                refuse(
+                    "exists and is not empty; use --force to replace it once the new output is complete",
+                )
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The absolute, symlink-resolved form of a path that may not exist yet.
+fn absolute(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path).map_err(Error::io(path, "resolve output path"))?;
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut out = fs::canonicalize(existing).map_err(Error::io(existing, "resolve output path"))?;
+    out.extend(rest.iter().rev());
+    Ok(out)
+}
+
+fn parent_of(target: &Path) -> PathBuf {
+    match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn base_name(target: &Path) -> Result<String> {
+    let abs = absolute(target)?;
+    abs.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::Output {
+            path: target.to_path_buf(),
+            reason: "has no directory name; give a path such as out/".to_string(),
+        })
+}
+
+/// Removes temporary directories for `base` left by runs whose process is gone.
+fn remove_stale(parent: &Path, base: &str) {
+    let prefix = format!(".{base}{TMP_MARKER}");
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // An `old-` directory may be the only copy of a replaced output: never removed here.
+        let Some(pid) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        if pid.parse::<i32>().is_ok_and(|pid| !is_alive(pid)) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn is_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+}

@@ -1,0 +1,164 @@
+//! Output files: preallocated shards with their headers, positioned writes, kernel-side
+//! copies, the index, and the copied non-weight files. Every error names the output path.
+
+use std::fs::{self, File, OpenOptions};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::catalog::{INDEX_FILE, Shard};
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+
+/// Creates every shard file at its final size (reserving the disk space, so a full disk fails
+/// here) and writes its header.
+///
+/// # Errors
+/// [`Error::Io`] naming the shard.
+pub fn create_shards(dir: &Path, plan: &Plan) -> Result<Vec<File>> {
+    plan.shards
+        .iter()
+        .map(|shard| {
+            let path = dir.join(&shard.file_name);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(Error::io(&path, "create"))?;
+            reserve(&file, shard.len_bytes).map_err(Error::io(&path, "reserve space"))?;
+            write_at(&file, &shard.header, 0, &path)?;
+            Ok(file)
+        })
+        .collect()
+}
+
+/// Allocates `len` bytes for `file`, falling back to a sparse size where the file system
+/// cannot allocate.
+fn reserve(file: &File, len: u64) -> std::io::Result<()> {
+    let len_i64 =
+        i64::try_from(len).map_err(|_| std::io::Error::from(std::io::ErrorKind::FileTooLarge))?;
+    if len_i64 == 0 {
+        return Ok(());
+    }
+    // SAFETY: posix_fallocate only reads the descriptor and two integers.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len_i64) } {
+        0 => Ok(()),
+        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(len),
+        code => Err(std::io::Error::from_raw_os_error(code)),
+    }
+}
+
+/// Writes all of `bytes` at `offset`.
+///
+/// # Errors
+/// [`Error::Io`] naming `path` (a full disk included).
+pub fn write_at(file: &File, bytes: &[u8], offset: u64, path: &Path) -> Result<()> {
+    file.write_all_at(bytes, offset)
+        .map_err(Error::io(path, "write"))
+}
+
+/// Copies `range` of `shard` to `offset` of `out`, in the kernel where the file systems
+/// allow it, else through the input map.
+///
+/// # Errors
+/// [`Error::Io`] naming the output path.
+pub fn copy_range(
+    shard: &Shard,
+    range: &Range<u64>,
+    out: &File,
+    offset: u64,
+    out_path: &Path,
+) -> Result<()> {
+    let mut done = 0u64;
+    let len = range.end - range.start;
+    while done < len {
+        let mut off_in = (range.start + done) as i64;
+        let mut off_out = (offset + done) as i64;
+        // SAFETY: both descriptors are open for the duration of the call; the offsets are
+        // plain integers the kernel updates.
+        let n = unsafe {
+            libc::copy_file_range(
+                shard.file.as_raw_fd(),
+                &mut off_in,
+                out.as_raw_fd(),
+                &mut off_out,
+                (len - done) as usize,
+                0,
+            )
+        };
+        if n > 0 {
+            done += n as u64;
+            continue;
+        }
+        let err = std::io::Error::last_os_error();
+        let unsupported = n == 0
+            || matches!(
+                err.raw_os_error(),
+                Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL | libc::EBADF)
+            );
+        if !unsupported {
+            return Err(Error::io(out_path, "copy")(err));
+        }
+        let rest = range.start + done..range.end;
+        write_at(out, shard.bytes(&rest), offset + done, out_path)?;
+        shard.release(&rest);
+        done = len;
+    }
+    Ok(())
+}
+
+/// fsyncs every shard file.
+///
+/// # Errors
+/// [`Error::Io`] naming the shard.
+pub fn sync_shards(dir: &Path, plan: &Plan, files: &[File]) -> Result<()> {
+    for (shard, file) in plan.shards.iter().zip(files) {
+        file.sync_all()
+            .map_err(Error::io(dir.join(&shard.file_name), "sync"))?;
+    }
+    Ok(())
+}
+
+/// Writes `model.safetensors.index.json` (total_size and weight_map), synced.
+///
+/// # Errors
+/// [`Error::Io`] naming the index.
+pub fn write_index(dir: &Path, plan: &Plan) -> Result<()> {
+    let index = serde_json::json!({
+        "metadata": { "total_size": plan.payload_bytes() },
+        "weight_map": super::weight_map(plan),
+    });
+    let path = dir.join(INDEX_FILE);
+    let mut text = serde_json::to_string_pretty(&index).expect("a map of strings serializes");
+    text.push('\n');
+    write_synced(&path, text.as_bytes())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file = File::create(path).map_err(Error::io(path, "create"))?;
+    write_at(&file, bytes, 0, path)?;
+    file.sync_all().map_err(Error::io(path, "sync"))
+}
+
+/// Copies each file of `files` (relative to `from`) into `to`, links followed, except `skip`.
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub fn copy_files(from: &Path, to: &Path, files: &[PathBuf], skip: &[&str]) -> Result<()> {
+    for rel in files
+        .iter()
+        .filter(|f| !skip.iter().any(|s| f.as_os_str() == *s))
+    {
+        let dst = to.join(rel);
+        if let Some(parent) = dst.parent() {
+            fs::create_dir_all(parent).map_err(Error::io(parent, "create directory"))?;
+        }
+        fs::copy(from.join(rel), &dst).map_err(Error::io(from.join(rel), "copy"))?;
+        File::open(&dst)
+            .and_then(|f| f.sync_all())
+            .map_err(Error::io(&dst, "sync"))?;
+    }
+    Ok(())
+}

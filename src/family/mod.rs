@@ -1,0 +1,78 @@
+//! Model families: each turns a catalog into the output tensors of a conversion. `detect()`
+//! is the one list of families; adding one is a module and an arm here.
+
+pub mod meta;
+pub mod nemotron_v3;
+
+use std::collections::BTreeMap;
+
+use crate::catalog::Catalog;
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::options::Options;
+use crate::plan::OutputTensor;
+
+/// Which naming scheme a checkpoint uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// HuggingFace names, one tensor per expert.
+    Hf,
+    /// NeMo Automodel's internal names, experts merged.
+    Internal,
+}
+
+/// A family's answer for one conversion, before shard placement.
+#[derive(Debug, Default)]
+pub struct Conversion {
+    /// Every output tensor with its recipe.
+    pub tensors: Vec<OutputTensor>,
+    /// The `__metadata__` of every output shard.
+    pub metadata: BTreeMap<String, String>,
+    /// Input tensors dropped under `--lenient`.
+    pub dropped: Vec<String>,
+}
+
+/// The naming rules of one model family.
+pub trait Family: Sync + std::fmt::Debug {
+    /// The `model_type` it handles.
+    fn name(&self) -> &'static str;
+
+    /// HF layout → internal layout.
+    ///
+    /// # Errors
+    /// Any rule the input breaks, naming the tensor.
+    fn from_hf(
+        &self,
+        catalog: &Catalog,
+        config: &ModelConfig,
+        options: &Options,
+    ) -> Result<Conversion>;
+
+    /// Internal layout → HF layout.
+    ///
+    /// # Errors
+    /// Any rule the input breaks, naming the tensor.
+    fn to_hf(
+        &self,
+        catalog: &Catalog,
+        config: &ModelConfig,
+        options: &Options,
+    ) -> Result<Conversion>;
+}
+
+/// The family for a config's `model_type` (a config without one is taken as NemotronV3).
+///
+/// # Errors
+/// [`Error::BadConfig`] for a model type no family handles.
+pub fn detect(config: &ModelConfig) -> Result<&'static dyn Family> {
+    match config.model_type.as_deref() {
+        None | Some(nemotron_v3::MODEL_TYPE) => Ok(&nemotron_v3::NemotronV3),
+        Some(other) => Err(Error::BadConfig {
+            path: config.path.clone(),
+            reason: format!(
+                "model_type {other:?} is not supported; nemoconv converts {:?} checkpoints",
+                nemotron_v3::MODEL_TYPE
+            ),
+        }),
+    }
+}

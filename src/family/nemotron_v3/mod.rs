@@ -1,0 +1,399 @@
+//! NemotronV3 (`model_type: nemotron_h`): every naming rule of SPEC §3-§5, turned into plans.
+//! This is the only module that knows these names.
+
+mod experts;
+mod names;
+
+pub use names::HfPrefix;
+use names::{ExpertName, MergedName, Proj};
+
+use self::experts::{ExpertShape, Groups};
+use super::{Conversion, Family, Layout, meta};
+use crate::catalog::{Catalog, TensorId};
+use crate::config::{LayerKind, ModelConfig};
+use crate::dtype::{self, Dtype};
+use crate::error::{Error, Result};
+use crate::options::{EpSlice, Options};
+use crate::plan::{OutputTensor, Recipe};
+
+/// The NemotronV3 family.
+#[derive(Debug)]
+pub struct NemotronV3;
+
+/// Names ending so are block-FP8 scales (SPEC §3 table, row 4).
+const SCALE_INV_SUFFIX: &str = "_scale_inv";
+
+/// The `model_type` this family converts.
+pub const MODEL_TYPE: &str = "nemotron_h";
+
+impl Family for NemotronV3 {
+    fn name(&self) -> &'static str {
+        MODEL_TYPE
+    }
+
+    fn from_hf(
+        &self,
+        catalog: &Catalog,
+        config: &ModelConfig,
+        options: &Options,
+    ) -> Result<Conversion> {
+        check_layout(catalog, Layout::Hf)?;
+        let prefix = detect_prefix(catalog)?;
+        let mut conv = Conversion::default();
+        let mut groups = Groups::new();
+        for (id, t) in catalog.iter() {
+            if t.name.ends_with(SCALE_INV_SUFFIX) {
+                drop_or_refuse(
+                    catalog,
+                    id,
+                    "a block-FP8 scale, without which the reference casts FP8 experts",
+                    options,
+                    &mut conv,
+                )?;
+                continue;
+            }
+            let name = names::to_internal(&t.name, prefix);
+            if let Some((layer, rest)) = names::main_layer(&name) {
+                if !check_layer(catalog, config, id, layer, rest, options, &mut conv)? {
+                    continue;
+                }
+            }
+            match ExpertName::parse(&name) {
+                Some(e) => classify_expert(
+                    catalog,
+                    config,
+                    id,
+                    &e,
+                    name.clone(),
+                    options,
+                    &mut conv,
+                    &mut groups,
+                )?,
+                None => conv.tensors.push(renamed(catalog, id, name)),
+            }
+        }
+        if !groups.is_empty() && config.mlp_bias {
+            return Err(Error::ExpertBias {
+                path: config.path.clone(),
+                tensor: "mlp_bias".to_string(),
+            });
+        }
+        check_moe_layers_have_experts(catalog, config, &groups, options)?;
+        if !groups.is_empty() {
+            let shape = expert_shape(config, options.ep, "to merge experts")?;
+            let out_dtype = options
+                .expert_dtype
+                .or(config.torch_dtype)
+                .unwrap_or(Dtype::BF16);
+            conv.tensors
+                .extend(experts::merge(catalog, &groups, &shape, out_dtype, prefix)?);
+        }
+        conv.metadata = meta::record(Layout::Internal, prefix.word());
+        if let Some(ep) = options.ep {
+            let e = config
+                .n_routed_experts
+                .ok_or_else(|| config.missing("n_routed_experts", "to slice experts"))?;
+            meta::record_ep(&mut conv.metadata, e, ep);
+        }
+        Ok(conv)
+    }
+
+    fn to_hf(
+        &self,
+        catalog: &Catalog,
+        config: &ModelConfig,
+        options: &Options,
+    ) -> Result<Conversion> {
+        check_layout(catalog, Layout::Internal)?;
+        let recorded = catalog
+            .metadata()
+            .get(meta::HF_PREFIX)
+            .and_then(|w| HfPrefix::from_word(w));
+        let prefix = options.hf_prefix.or(recorded).unwrap_or(HfPrefix::Backbone);
+        let mut conv = Conversion::default();
+        let mut shape = None;
+        for (id, t) in catalog.iter() {
+            let outputs = match MergedName::parse(&t.name) {
+                Some(merged) => {
+                    let ep = meta::recorded_ep(catalog.metadata());
+                    let shape = match &shape {
+                        Some(s) => s,
+                        None => shape.insert(expert_shape(config, ep, "to split merged experts")?),
+                    };
+                    experts::split(catalog, id, &merged, shape, prefix)?
+                }
+                None => vec![hf_tensor(catalog, id, prefix)],
+            };
+            let keep = |o: &OutputTensor| {
+                options
+                    .exclude
+                    .as_ref()
+                    .is_none_or(|re| !re.is_match(&o.name))
+            };
+            conv.tensors.extend(outputs.into_iter().filter(keep));
+        }
+        conv.metadata = meta::record(Layout::Hf, prefix.word());
+        Ok(conv)
+    }
+}
+
+fn drop_or_refuse(
+    catalog: &Catalog,
+    id: TensorId,
+    what: &'static str,
+    options: &Options,
+    conv: &mut Conversion,
+) -> Result<()> {
+    let tensor = catalog.tensor(id).name.clone();
+    if options.lenient {
+        conv.dropped.push(tensor);
+        Ok(())
+    } else {
+        Err(Error::Droppable {
+            path: catalog.path_of(id).to_path_buf(),
+            tensor,
+            what,
+        })
+    }
+}
+
+/// Layer range (table row 3) and pattern agreement for a main-stack tensor; false when the
+/// tensor is dropped.
+fn check_layer(
+    catalog: &Catalog,
+    config: &ModelConfig,
+    id: TensorId,
+    layer: u64,
+    rest: &str,
+    options: &Options,
+    conv: &mut Conversion,
+) -> Result<bool> {
+    let t = catalog.tensor(id);
+    let Some(kind) = config.layer_kind(layer) else {
+        if config.pattern.is_empty() {
+            return Err(config.missing(
+                "hybrid_override_pattern",
+                "to know the layers (or give layers_block_type)",
+            ));
+        }
+        if options.lenient {
+            conv.dropped.push(t.name.clone());
+            return Ok(false);
+        }
+        return Err(Error::LayerOutOfRange {
+            path: catalog.path_of(id).to_path_buf(),
+            tensor: t.name.clone(),
+            layer,
+            n_layers: config.n_layers(),
+        });
+    };
+    match names::implied_kind(rest) {
+        Some(found) if found != kind => Err(Error::PatternMismatch {
+            path: catalog.path_of(id).to_path_buf(),
+            tensor: t.name.clone(),
+            layer,
+            kind: kind.name(),
+            found: found.name(),
+        }),
+        _ => Ok(true),
+    }
+}
+
+/// Sorts an expert tensor into its group, or drops, refuses or passes it through (table rows
+/// 2, 5, 7).
+#[allow(clippy::too_many_arguments)]
+fn classify_expert(
+    catalog: &Catalog,
+    config: &ModelConfig,
+    id: TensorId,
+    e: &ExpertName,
+    name: String,
+    options: &Options,
+    conv: &mut Conversion,
+    groups: &mut Groups,
+) -> Result<()> {
+    let t = catalog.tensor(id);
+    match (e.proj, e.param) {
+        (_, "bias") => Err(Error::ExpertBias {
+            path: catalog.path_of(id).to_path_buf(),
+            tensor: t.name.clone(),
+        }),
+        (Proj::Gate, "weight") => drop_or_refuse(
+            catalog,
+            id,
+            "a gate_proj expert, which relu2 experts do not have",
+            options,
+            conv,
+        ),
+        (Proj::Up | Proj::Down, "weight") => {
+            let n_experts = config
+                .n_routed_experts
+                .ok_or_else(|| config.missing("n_routed_experts", "to merge experts"))?;
+            if e.id < n_experts {
+                groups
+                    .entry((e.scope.to_string(), e.layer, e.proj))
+                    .or_default()
+                    .insert(e.id, id);
+                Ok(())
+            } else if options.lenient {
+                conv.dropped.push(t.name.clone());
+                Ok(())
+            } else {
+                Err(Error::ExpertIdOutOfRange {
+                    path: catalog.path_of(id).to_path_buf(),
+                    tensor: t.name.clone(),
+                    id: e.id,
+                    n_experts,
+                })
+            }
+        }
+        _ => {
+            conv.tensors.push(renamed(catalog, id, name));
+            Ok(())
+        }
+    }
+}
+
+/// Table row 6: a layer the pattern calls MoE must hold experts, unless `--lenient`.
+fn check_moe_layers_have_experts(
+    catalog: &Catalog,
+    config: &ModelConfig,
+    groups: &Groups,
+    options: &Options,
+) -> Result<()> {
+    if options.lenient {
+        return Ok(());
+    }
+    let with_experts = |layer: u64| {
+        groups
+            .keys()
+            .any(|(scope, l, _)| scope == "model." && *l == layer)
+    };
+    match config
+        .pattern
+        .iter()
+        .enumerate()
+        .find(|&(l, &k)| k == LayerKind::Moe && !with_experts(l as u64))
+    {
+        Some((layer, _)) => Err(Error::MoeLayerWithoutExperts {
+            path: catalog.dir.clone(),
+            layer: layer as u64,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn expert_shape(config: &ModelConfig, ep: Option<EpSlice>, why: &str) -> Result<ExpertShape> {
+    let n_experts = config
+        .n_routed_experts
+        .ok_or_else(|| config.missing("n_routed_experts", why))?;
+    let inter = config
+        .moe_intermediate_size
+        .ok_or_else(|| config.missing("moe_intermediate_size", why))?;
+    let ids = ep.map_or(0..n_experts, |ep| ep.range(n_experts));
+    Ok(ExpertShape { inter, ids })
+}
+
+/// SPEC §3.2, §3.4, §3.5: a renamed tensor, F32 for `A_log`/`D`/`dt_bias`, else bytes untouched.
+fn renamed(catalog: &Catalog, id: TensorId, name: String) -> OutputTensor {
+    with_fp32_rule(catalog, id, name)
+}
+
+/// SPEC §4.2, §4.3: the HF tensor for a non-expert internal tensor.
+fn hf_tensor(catalog: &Catalog, id: TensorId, prefix: HfPrefix) -> OutputTensor {
+    with_fp32_rule(catalog, id, names::to_hf(&catalog.tensor(id).name, prefix))
+}
+
+/// A tensor under `name`, cast to F32 when the name is an `A_log`/`D`/`dt_bias` and the
+/// stored dtype is another float type.
+fn with_fp32_rule(catalog: &Catalog, id: TensorId, name: String) -> OutputTensor {
+    let t = catalog.tensor(id);
+    let source = experts::source_of(catalog, id);
+    let to_f32 = is_fp32_name(&name)
+        && dtype::is_float(t.dtype)
+        && t.dtype != Dtype::F32
+        && dtype::can_cast(t.dtype, Dtype::F32);
+    let (dtype, recipe) = if to_f32 {
+        (Dtype::F32, Recipe::Cast(source))
+    } else {
+        (t.dtype, Recipe::Copy(source))
+    };
+    OutputTensor {
+        name,
+        dtype,
+        shape: t.shape.clone(),
+        recipe,
+    }
+}
+
+fn is_fp32_name(name: &str) -> bool {
+    names::fp32_param(name).is_some() || name.contains(".mixer._fp32_params.")
+}
+
+/// SPEC §3.1: the one prefix of all prefixed names (`mtp.` aside); a mix is refused.
+fn detect_prefix(catalog: &Catalog) -> Result<HfPrefix> {
+    let mut first: Option<(HfPrefix, TensorId)> = None;
+    for (id, t) in catalog.iter() {
+        let Some(p) = HfPrefix::of(&t.name) else {
+            continue;
+        };
+        match first {
+            None => first = Some((p, id)),
+            Some((q, other)) if q != p => {
+                return Err(Error::MixedPrefix {
+                    path: catalog.path_of(id).to_path_buf(),
+                    tensor: t.name.clone(),
+                    prefix: p.text().to_string(),
+                    other: catalog.tensor(other).name.clone(),
+                    other_prefix: q.text().to_string(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(first.map_or(HfPrefix::Backbone, |(p, _)| p))
+}
+
+/// Refuses an input that is already in the layout the command produces.
+fn check_layout(catalog: &Catalog, expected: Layout) -> Result<()> {
+    let recorded = meta::recorded_layout(catalog.metadata());
+    let looks_internal = || {
+        catalog
+            .tensors
+            .iter()
+            .find(|t| MergedName::parse(&t.name).is_some() || t.name.contains("._fp32_params."))
+    };
+    let looks_hf = || {
+        catalog.tensors.iter().find(|t| {
+            ExpertName::parse(&t.name).is_some_and(|e| e.param == "weight" && e.scope != "mtp.")
+        })
+    };
+    let found = match expected {
+        Layout::Hf => (recorded == Some(Layout::Internal))
+            .then(|| "its shards are marked as internal layout".to_string())
+            .or_else(|| {
+                looks_internal().map(|t| format!("tensor {:?} is in the internal layout", t.name))
+            }),
+        Layout::Internal => (recorded == Some(Layout::Hf))
+            .then(|| "its shards are marked as HF layout".to_string())
+            .or_else(|| {
+                looks_hf().map(|t| format!("tensor {:?} is a per-expert HF tensor", t.name))
+            }),
+    };
+    match found {
+        Some(what) => {
+            let command = if expected == Layout::Hf {
+                "to-hf"
+            } else {
+                "from-hf"
+            };
+            Err(Error::WrongLayout {
+                path: catalog.dir.clone(),
+                reason: format!(
+                    "{what}; this input is already converted, use `nemoconv {command}`"
+                ),
+            })
+        }
+        None => Ok(()),
+    }
+}

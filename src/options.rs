@@ -1,0 +1,105 @@
+//! `Options`: the validated settings of one conversion, free of any CLI types.
+
+use std::num::NonZeroUsize;
+use std::ops::Range;
+
+use regex::Regex;
+
+use crate::dtype::Dtype;
+pub use crate::family::nemotron_v3::HfPrefix;
+
+/// `transformers`' default shard cap: 5 GB, decimal.
+pub const DEFAULT_MAX_SHARD_BYTES: u64 = 5_000_000_000;
+
+/// Settings for `from-hf` and `to-hf`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// dtype of merged experts (`--dtype`); None: the config's `torch_dtype`, else BF16.
+    pub expert_dtype: Option<Dtype>,
+    /// Reproduce the reference's silent drops, listing each (`--lenient`).
+    pub lenient: bool,
+    /// HF prefix for to-hf (`--hf-prefix`); None: the recorded one, else `backbone.`.
+    pub hf_prefix: Option<HfPrefix>,
+    /// Output shard cap in bytes (`--max-shard-size`).
+    pub max_shard_bytes: u64,
+    /// Worker threads (`-j`); None: all cores.
+    pub threads: Option<NonZeroUsize>,
+    /// to-hf: output names matching this (anchored at the start) are left out.
+    pub exclude: Option<Regex>,
+    /// from-hf: write one expert-parallel slice instead of all experts.
+    pub ep: Option<EpSlice>,
+    /// Replace an existing output directory (only once the new one is complete).
+    pub force: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            expert_dtype: None,
+            lenient: false,
+            hf_prefix: None,
+            max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,
+            threads: None,
+            exclude: None,
+            ep: None,
+            force: false,
+        }
+    }
+}
+
+/// Compiles an `--exclude-regex` so it matches at the start of a name only, like Python's
+/// `re.match` (SPEC §4.4). An empty pattern excludes nothing, so it gives None.
+///
+/// # Errors
+/// The regex crate's error, which shows where the pattern is wrong.
+pub fn anchored_regex(pattern: &str) -> Result<Option<Regex>, regex::Error> {
+    if pattern.is_empty() {
+        return Ok(None);
+    }
+    Regex::new(pattern)?;
+    Regex::new(&format!("^(?:{pattern})")).map(Some)
+}
+
+/// Rank `rank` of an expert-parallel mesh of `size` (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpSlice {
+    /// Mesh size n.
+    pub size: u64,
+    /// This rank r, `< size`.
+    pub rank: u64,
+}
+
+impl EpSlice {
+    /// The experts `[start, end)` rank r of n owns out of `n_experts`: the first `E % n` ranks
+    /// get one more.
+    pub fn range(self, n_experts: u64) -> Range<u64> {
+        let (q, m) = (n_experts / self.size, n_experts % self.size);
+        let start = self.rank * q + self.rank.min(m);
+        let count = if self.rank < m { q + 1 } else { q };
+        start..start + count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ep_ranges_follow_divmod_with_remainder_first() {
+        let r = |size, rank, e| EpSlice { size, rank }.range(e);
+        assert_eq!((r(2, 0, 5), r(2, 1, 5)), (0..3, 3..5));
+        assert_eq!((r(3, 0, 7), r(3, 1, 7), r(3, 2, 7)), (0..3, 3..5, 5..7));
+        assert_eq!((r(2, 0, 4), r(2, 1, 4)), (0..2, 2..4));
+    }
+
+    #[test]
+    fn regex_is_anchored_at_the_start_only() {
+        let re = anchored_regex("norm_f").unwrap().unwrap();
+        assert!(!re.is_match("backbone.norm_f.weight"));
+        let re = anchored_regex("lm_head|x").unwrap().unwrap();
+        assert!(re.is_match("lm_head.weight"));
+        assert!(re.is_match("xyz"));
+        assert!(anchored_regex("").unwrap().is_none());
+        assert!(anchored_regex("(").is_err());
+    }
+}

@@ -1,0 +1,227 @@
+//! The plan: every output tensor with its recipe and its place in an output shard. A plan is
+//! data (printable, comparable, testable); the executor turns it into bytes. Model families
+//! build plans; this module only checks model-free invariants and places tensors in shards.
+
+mod shards;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::PathBuf;
+
+pub use shards::{OutputShard, Placement, natural_cmp, shard_file_name};
+
+use crate::catalog::{Catalog, ShardId, TensorId};
+use crate::dtype::{self, Dtype};
+use crate::error::{Error, Result};
+
+/// Bytes of one input tensor (or a slice of it) that a recipe reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The input tensor, for messages and dry runs.
+    pub tensor: TensorId,
+    /// The shard holding it.
+    pub shard: ShardId,
+    /// Absolute byte range in that shard.
+    pub bytes: Range<u64>,
+    /// Element type of those bytes.
+    pub dtype: Dtype,
+}
+
+/// How to produce one output tensor's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipe {
+    /// The bytes as they are.
+    Copy(Source),
+    /// Each element converted to the output dtype.
+    Cast(Source),
+    /// Each source is a `[rows, cols]` matrix; slot `k` of the output is source `k`
+    /// transposed (`[cols, rows]`), converted to the output dtype (SPEC §3.3).
+    StackTransposed {
+        /// One matrix per slot, in slot order.
+        sources: Vec<Source>,
+        /// Rows of each source matrix.
+        rows: u64,
+        /// Columns of each source matrix.
+        cols: u64,
+    },
+    /// One `[rows, cols]` matrix (e.g. a row of a stacked tensor) written transposed (SPEC §4.1).
+    TransposeSlice {
+        /// The matrix.
+        source: Source,
+        /// Rows of the source matrix.
+        rows: u64,
+        /// Columns of the source matrix.
+        cols: u64,
+    },
+}
+
+impl Recipe {
+    /// The inputs this recipe reads, in order.
+    pub fn sources(&self) -> &[Source] {
+        match self {
+            Recipe::Copy(s) | Recipe::Cast(s) | Recipe::TransposeSlice { source: s, .. } => {
+                std::slice::from_ref(s)
+            }
+            Recipe::StackTransposed { sources, .. } => sources,
+        }
+    }
+}
+
+/// One tensor of the output checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputTensor {
+    /// Output name.
+    pub name: String,
+    /// Output element type.
+    pub dtype: Dtype,
+    /// Output dimensions.
+    pub shape: Vec<u64>,
+    /// How to make its bytes.
+    pub recipe: Recipe,
+}
+
+impl OutputTensor {
+    /// Bytes of the output tensor, or None on overflow or a sub-byte dtype that cannot be sized.
+    pub fn len_bytes(&self) -> Option<u64> {
+        let numel = self.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d))?;
+        let bits = numel.checked_mul(self.dtype.bitsize() as u64)?;
+        (bits % 8 == 0).then_some(bits / 8)
+    }
+}
+
+/// A complete, placed conversion: what to write where, and what else to copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The input checkpoint directory.
+    pub input_dir: PathBuf,
+    /// Output tensors in output order.
+    pub tensors: Vec<OutputTensor>,
+    /// Where each tensor of `tensors` goes (same index).
+    pub placements: Vec<Placement>,
+    /// Output shard files with their headers.
+    pub shards: Vec<OutputShard>,
+    /// The `__metadata__` every shard gets.
+    pub metadata: BTreeMap<String, String>,
+    /// Non-weight files to copy, relative to `input_dir`.
+    pub copy_files: Vec<PathBuf>,
+    /// Input tensor names left out on purpose (`--lenient` drops, `--exclude-regex`).
+    pub dropped: Vec<String>,
+}
+
+impl Plan {
+    /// Orders `tensors` by name (numbers compared as numbers), packs them into shards of at
+    /// most `max_shard_bytes` and checks the result.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] when two outputs share a name or a recipe does not fit its tensor.
+    pub fn new(
+        catalog: &Catalog,
+        mut tensors: Vec<OutputTensor>,
+        metadata: BTreeMap<String, String>,
+        max_shard_bytes: u64,
+        dropped: Vec<String>,
+    ) -> Result<Plan> {
+        tensors.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+        let plan_error = |reason: String| Error::Checkpoint {
+            path: catalog.dir.clone(),
+            reason,
+        };
+        if let Some(w) = tensors.windows(2).find(|w| w[0].name == w[1].name) {
+            return Err(plan_error(format!(
+                "two input tensors would both become {:?}; rename or remove one",
+                w[0].name
+            )));
+        }
+        for t in &tensors {
+            check_recipe(t)
+                .map_err(|why| plan_error(format!("output tensor {:?}: {why}", t.name)))?;
+        }
+        let (shards, placements) = shards::pack(&tensors, &metadata, max_shard_bytes);
+        Ok(Plan {
+            input_dir: catalog.dir.clone(),
+            tensors,
+            placements,
+            shards,
+            metadata,
+            copy_files: catalog.other_files.clone(),
+            dropped,
+        })
+    }
+
+    /// Sum of all output tensor bytes.
+    pub fn payload_bytes(&self) -> u64 {
+        self.tensors
+            .iter()
+            .filter_map(OutputTensor::len_bytes)
+            .sum()
+    }
+}
+
+/// Model-free checks: the recipe reads exactly as many elements as the tensor holds, in
+/// dtypes the kernels can convert.
+fn check_recipe(t: &OutputTensor) -> std::result::Result<(), String> {
+    let out_bytes = t.len_bytes().ok_or("its size overflows")?;
+    let out_size = dtype::size_bytes(t.dtype);
+    let numel_of = |s: &Source| -> Option<u64> {
+        Some((s.bytes.end - s.bytes.start) / dtype::size_bytes(s.dtype)? as u64)
+    };
+    let numel = out_size.map(|s| out_bytes / s as u64);
+    match &t.recipe {
+        Recipe::Copy(s) => {
+            if s.dtype != t.dtype || s.bytes.end - s.bytes.start != out_bytes {
+                return Err(format!(
+                    "copy of {} bytes of {:?} into {out_bytes} bytes of {:?}",
+                    s.bytes.end - s.bytes.start,
+                    s.dtype,
+                    t.dtype
+                ));
+            }
+        }
+        Recipe::Cast(s) => check_cast(s, t.dtype, numel, numel_of(s))?,
+        Recipe::StackTransposed {
+            sources,
+            rows,
+            cols,
+        } => {
+            for s in sources {
+                check_cast(s, t.dtype, Some(rows * cols), numel_of(s))?;
+            }
+            if numel != Some(rows * cols * sources.len() as u64) {
+                return Err(format!(
+                    "{} slots of {rows}x{cols} do not fill shape {:?}",
+                    sources.len(),
+                    t.shape
+                ));
+            }
+        }
+        Recipe::TransposeSlice { source, rows, cols } => {
+            check_cast(source, t.dtype, Some(rows * cols), numel_of(source))?;
+            if numel != Some(rows * cols) {
+                return Err(format!(
+                    "a {rows}x{cols} slice does not fill shape {:?}",
+                    t.shape
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_cast(
+    s: &Source,
+    to: Dtype,
+    want: Option<u64>,
+    have: Option<u64>,
+) -> std::result::Result<(), String> {
+    if !dtype::can_cast(s.dtype, to) {
+        return Err(format!(
+            "cannot convert {} to {}",
+            dtype::short_name(s.dtype),
+            dtype::short_name(to)
+        ));
+    }
+    if want.is_none() || want != have {
+        return Err(format!("source holds {have:?} elements, {want:?} expected"));
+    }
+    Ok(())
+}
