@@ -397,3 +397,6 @@ fn check_layout(catalog: &Catalog, expected: Layout) -> Result<()> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests;
