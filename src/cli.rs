@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nemoconv::Options;
 use nemoconv::dtype::Dtype;
-use nemoconv::options::{DEFAULT_MAX_SHARD_BYTES, HfPrefix, anchored_regex};
+use nemoconv::options::{DEFAULT_MAX_SHARD_BYTES, EpSlice, HfPrefix, Worker, anchored_regex};
 use regex::Regex;
 
 /// Convert NemotronV3 checkpoints between the HuggingFace and NeMo Automodel layouts.
@@ -27,6 +27,11 @@ pub enum Command {
         after_help = "Example:\n  nemoconv from-hf NVIDIA-Nemotron-3-Nano-30B-A3B-BF16/ nano-internal/\n  nemoconv from-hf --dtype f32 --max-shard-size 2GiB ckpt/ out/"
     )]
     FromHf(FromHfArgs),
+    /// Make a spread run's output visible once every worker has finished.
+    #[command(
+        after_help = "Example:\n  srun nemoconv from-hf ckpt/ out/   # each task writes its share (SLURM_PROCID/SLURM_NTASKS)\n  nemoconv finalize out/"
+    )]
+    Finalize(FinalizeArgs),
     /// Internal layout (merged experts) → HF layout.
     #[command(
         after_help = "Example:\n  nemoconv to-hf nano-internal/ nano-hf/\n  nemoconv to-hf --exclude-regex '.*_extra_state.*|lm_head' nano-internal/ nano-hf/"
@@ -49,6 +54,18 @@ pub struct CommonArgs {
     /// No progress bar and no summary line (errors are still printed).
     #[arg(short, long)]
     pub quiet: bool,
+    /// Write only worker K's share of the output shards, of M workers (e.g. 0/4); then run
+    /// `nemoconv finalize OUT`. Default: RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS when set.
+    #[arg(long, value_name = "K/M", value_parser = parse_worker)]
+    pub worker: Option<Worker>,
+}
+
+/// `nemoconv finalize`.
+#[derive(Debug, Args)]
+pub struct FinalizeArgs {
+    /// The OUT given to the workers.
+    #[arg(value_name = "OUT")]
+    pub output: PathBuf,
 }
 
 /// `nemoconv from-hf`.
@@ -66,6 +83,12 @@ pub struct FromHfArgs {
     /// Drop, and list on stderr, what the reference drops silently instead of refusing it.
     #[arg(long)]
     pub lenient: bool,
+    /// Expert-parallel mesh size: write slices of the experts (all N, in OUT/rank-*, unless --ep-rank).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub ep_size: Option<u64>,
+    /// Write only this rank's slice (0-based, below --ep-size).
+    #[arg(long, value_name = "R", requires = "ep_size")]
+    pub ep_rank: Option<u64>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: CommonArgs,
@@ -151,16 +174,54 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+fn parse_worker(text: &str) -> Result<Worker, String> {
+    let usage = || format!("{text:?} is not K/M; write e.g. 0/4 for the first of four workers");
+    let (k, m) = text.split_once('/').ok_or_else(usage)?;
+    let (index, count) = (
+        k.trim().parse::<usize>().map_err(|_| usage())?,
+        m.trim().parse::<usize>().map_err(|_| usage())?,
+    );
+    if count == 0 || index >= count {
+        return Err(format!("worker {index}/{count}: K must be below M"));
+    }
+    Ok(Worker { index, count })
+}
+
+/// The worker share from the launcher's variables: torchrun's, else Slurm's; None alone.
+fn worker_from_env() -> anyhow::Result<Option<Worker>> {
+    for (rank, size) in [("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")] {
+        if let (Ok(k), Ok(m)) = (std::env::var(rank), std::env::var(size)) {
+            let worker = parse_worker(&format!("{k}/{m}"))
+                .map_err(|e| anyhow::anyhow!("{rank}/{size}: {e}"))?;
+            return Ok((worker.count > 1).then_some(worker));
+        }
+    }
+    Ok(None)
+}
+
 impl CommonArgs {
-    fn apply(&self, options: &mut Options) {
+    fn apply(&self, options: &mut Options) -> anyhow::Result<()> {
         options.max_shard_bytes = self.max_shard_size;
         options.threads = self.threads;
         options.force = self.force;
+        options.worker = match self.worker {
+            Some(w) => Some(w),
+            None => worker_from_env()?,
+        };
+        if options.worker.is_some() && self.force {
+            anyhow::bail!(
+                "--force cannot be used by workers; remove the old output before the run"
+            );
+        }
+        Ok(())
     }
 }
 
 /// The library options for `from-hf`.
-pub fn from_hf_options(args: &FromHfArgs) -> Options {
+///
+/// # Errors
+/// A rank not below the mesh size, or bad launcher variables.
+pub fn from_hf_options(args: &FromHfArgs) -> anyhow::Result<Options> {
     let mut options = Options {
         expert_dtype: args.dtype.map(|d| match d {
             DtypeArg::Bf16 => Dtype::BF16,
@@ -171,12 +232,23 @@ pub fn from_hf_options(args: &FromHfArgs) -> Options {
         max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,
         ..Options::default()
     };
-    args.common.apply(&mut options);
-    options
+    match (args.ep_size, args.ep_rank) {
+        (Some(size), Some(rank)) if rank >= size => {
+            anyhow::bail!("--ep-rank {rank} must be below --ep-size {size}")
+        }
+        (Some(size), Some(rank)) => options.ep = Some(EpSlice { size, rank }),
+        (Some(size), None) => options.ep_all_ranks = Some(size),
+        (None, _) => {}
+    }
+    args.common.apply(&mut options)?;
+    Ok(options)
 }
 
 /// The library options for `to-hf`.
-pub fn to_hf_options(args: &ToHfArgs) -> Options {
+///
+/// # Errors
+/// Bad launcher variables.
+pub fn to_hf_options(args: &ToHfArgs) -> anyhow::Result<Options> {
     let mut options = Options {
         exclude: args.exclude_regex.clone().and_then(|r| r.0),
         hf_prefix: args.hf_prefix.map(|p| match p {
@@ -185,8 +257,8 @@ pub fn to_hf_options(args: &ToHfArgs) -> Options {
         }),
         ..Options::default()
     };
-    args.common.apply(&mut options);
-    options
+    args.common.apply(&mut options)?;
+    Ok(options)
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
-//! The two conversions as library calls: read the input, plan with its model family, execute.
+//! The conversions as library calls: read the input, plan with its model family, execute.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use crate::catalog::Catalog;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::execute::{self, Progress, Summary};
+use crate::execute::{self, Progress, Summary, Target};
 use crate::family;
-use crate::options::Options;
+use crate::options::{EpSlice, Options};
 use crate::plan::Plan;
 
 /// Which way a conversion goes.
@@ -29,36 +29,69 @@ pub struct Report {
     pub dropped: Vec<String>,
 }
 
-/// Reads the checkpoint in `input` and plans its conversion, writing nothing.
+/// The plans of one run: one per output checkpoint, with its subdirectory.
+#[derive(Debug)]
+pub struct Planned {
+    /// The input, mapped.
+    pub catalog: Catalog,
+    /// (subdirectory of the output, plan); the subdirectory is empty for a single output.
+    pub plans: Vec<(PathBuf, Plan)>,
+}
+
+/// The subdirectory of slice `rank` of `size` in a multi-slice output.
+pub fn slice_dir_name(rank: u64, size: u64) -> String {
+    format!("rank-{rank:05}-of-{size:05}")
+}
+
+/// Reads the checkpoint(s) in `inputs` and plans the conversion, writing nothing. Several
+/// inputs (or one directory holding `rank-*` slices) are the slices of one checkpoint.
 ///
 /// # Errors
 /// Any input problem, naming the file and tensor.
-pub fn plan(direction: Direction, input: &Path, options: &Options) -> Result<(Catalog, Plan)> {
-    let catalog = Catalog::open(input)?;
-    let config = ModelConfig::open(input)?;
+pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Result<Planned> {
+    let inputs = expand_slices(inputs)?;
+    let catalog = Catalog::open_parts(&inputs)?;
+    let config = ModelConfig::open(&inputs[0])?;
     let family = family::detect(&config)?;
-    let conversion = match direction {
-        Direction::FromHf => family.from_hf(&catalog, &config, options)?,
-        Direction::ToHf => family.to_hf(&catalog, &config, options)?,
+    let plan_with = |options: &Options| -> Result<Plan> {
+        let conversion = match direction {
+            Direction::FromHf => family.from_hf(&catalog, &config, options)?,
+            Direction::ToHf => family.to_hf(&catalog, &config, options)?,
+        };
+        Plan::new(
+            &catalog,
+            conversion.tensors,
+            conversion.metadata,
+            options.max_shard_bytes,
+            conversion.dropped,
+        )
     };
-    let plan = Plan::new(
-        &catalog,
-        conversion.tensors,
-        conversion.metadata,
-        options.max_shard_bytes,
-        conversion.dropped,
-    )?;
-    Ok((catalog, plan))
+    let plans = match (direction, options.ep_all_ranks) {
+        (Direction::FromHf, Some(size)) => (0..size)
+            .map(|rank| {
+                let slice = Options {
+                    ep: Some(EpSlice { size, rank }),
+                    ..options.clone()
+                };
+                Ok((
+                    PathBuf::from(slice_dir_name(rank, size)),
+                    plan_with(&slice)?,
+                ))
+            })
+            .collect::<Result<_>>()?,
+        _ => vec![(PathBuf::new(), plan_with(options)?)],
+    };
+    Ok(Planned { catalog, plans })
 }
 
-/// Converts the checkpoint in `input` into a new checkpoint at `output`.
+/// Converts the checkpoint in `inputs` into a new checkpoint at `output`.
 ///
 /// ```no_run
-/// use std::path::Path;
+/// use std::path::{Path, PathBuf};
 /// use std::sync::atomic::AtomicBool;
 /// use nemoconv::{Direction, NoProgress, Options, convert};
 ///
-/// let report = convert(Direction::FromHf, Path::new("hf/"), Path::new("internal/"),
+/// let report = convert(Direction::FromHf, &[PathBuf::from("hf/")], Path::new("internal/"),
 ///                      &Options::default(), &NoProgress, &AtomicBool::new(false))?;
 /// println!("{} tensors", report.summary.tensors);
 /// # Ok::<(), nemoconv::Error>(())
@@ -69,13 +102,18 @@ pub fn plan(direction: Direction, input: &Path, options: &Options) -> Result<(Ca
 /// removed; an existing `output` replaced under `force` stays as it was).
 pub fn convert(
     direction: Direction,
-    input: &Path,
+    inputs: &[PathBuf],
     output: &Path,
     options: &Options,
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Report> {
-    let (catalog, plan) = plan(direction, input, options)?;
+    let planned = plan(direction, inputs, options)?;
+    let targets: Vec<Target> = planned
+        .plans
+        .iter()
+        .map(|(subdir, plan)| Target { subdir, plan })
+        .collect();
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = options.threads {
         pool = pool.num_threads(n.get());
@@ -85,10 +123,49 @@ pub fn convert(
         action: "start worker threads",
         source: std::io::Error::other(e),
     })?;
-    let summary = pool
-        .install(|| execute::execute(&plan, &catalog, output, options.force, progress, cancel))?;
-    Ok(Report {
-        summary,
-        dropped: plan.dropped,
+    let summary = pool.install(|| {
+        execute::execute(
+            &targets,
+            &planned.catalog,
+            output,
+            options.force,
+            options.worker,
+            progress,
+            cancel,
+        )
+    })?;
+    let dropped = planned
+        .plans
+        .into_iter()
+        .next()
+        .map(|(_, p)| p.dropped)
+        .unwrap_or_default();
+    Ok(Report { summary, dropped })
+}
+
+/// One directory holding `rank-*-of-*` slice directories and no shards stands for those slices.
+fn expand_slices(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let [dir] = inputs else {
+        return Ok(inputs.to_vec());
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(inputs.to_vec());
+    };
+    let mut slices = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(Error::io(dir, "list directory"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".safetensors") {
+            return Ok(inputs.to_vec());
+        }
+        if name.starts_with("rank-") && entry.path().is_dir() {
+            slices.push(entry.path());
+        }
+    }
+    slices.sort();
+    Ok(if slices.is_empty() {
+        inputs.to_vec()
+    } else {
+        slices
     })
 }

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
-use nemoconv::{Direction, Error};
+use std::path::{Path, PathBuf};
+
+use nemoconv::{Direction, Error, Options};
 
 use cli::{Cli, Command};
 
@@ -39,41 +41,52 @@ fn main() -> ExitCode {
 fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<()> {
     match cli.command {
         Command::FromHf(args) => {
-            let options = cli::from_hf_options(&args);
-            let progress = report::Bar::new(args.common.quiet);
-            let result = nemoconv::convert(
+            let options = cli::from_hf_options(&args)?;
+            convert(
                 Direction::FromHf,
-                &args.input,
+                std::slice::from_ref(&args.input),
                 &args.output,
                 &options,
-                &progress,
+                args.common.quiet,
                 cancel,
             )
-            .with_context(|| {
-                format!(
-                    "from-hf {} -> {}",
-                    args.input.display(),
-                    args.output.display()
-                )
-            })?;
-            report::finish(&result, args.common.quiet);
         }
         Command::ToHf(args) => {
-            let options = cli::to_hf_options(&args);
+            let options = cli::to_hf_options(&args)?;
             let (output, inputs) = args.paths.split_last().expect("clap requires two paths");
-            let [input] = inputs else {
-                anyhow::bail!(
-                    "to-hf takes one input directory; merging several slices is not supported yet"
-                );
-            };
-            let progress = report::Bar::new(args.common.quiet);
-            let result =
-                nemoconv::convert(Direction::ToHf, input, output, &options, &progress, cancel)
-                    .with_context(|| {
-                        format!("to-hf {} -> {}", input.display(), output.display())
-                    })?;
-            report::finish(&result, args.common.quiet);
+            convert(
+                Direction::ToHf,
+                inputs,
+                output,
+                &options,
+                args.common.quiet,
+                cancel,
+            )
         }
+        Command::Finalize(args) => nemoconv::execute::finalize(&args.output)
+            .with_context(|| format!("finalize {}", args.output.display())),
     }
+}
+
+fn convert(
+    direction: Direction,
+    inputs: &[PathBuf],
+    output: &Path,
+    options: &Options,
+    quiet: bool,
+    cancel: &AtomicBool,
+) -> anyhow::Result<()> {
+    let progress = report::Bar::new(quiet);
+    let name = if direction == Direction::FromHf {
+        "from-hf"
+    } else {
+        "to-hf"
+    };
+    let result = nemoconv::convert(direction, inputs, output, options, &progress, cancel)
+        .with_context(|| {
+            let ins: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
+            format!("{name} {} -> {}", ins.join(" "), output.display())
+        })?;
+    report::finish(&result, options.worker, quiet);
     Ok(())
 }

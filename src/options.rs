@@ -6,6 +6,7 @@ use std::ops::Range;
 use regex::Regex;
 
 use crate::dtype::Dtype;
+pub use crate::execute::Worker;
 pub use crate::family::nemotron_v3::HfPrefix;
 
 /// `transformers`' default shard cap: 5 GB, decimal.
@@ -28,6 +29,10 @@ pub struct Options {
     pub exclude: Option<Regex>,
     /// from-hf: write one expert-parallel slice instead of all experts.
     pub ep: Option<EpSlice>,
+    /// from-hf: write every slice of a mesh of this size, each in its own subdirectory.
+    pub ep_all_ranks: Option<u64>,
+    /// Write only this worker's share of the output shards (a spread run).
+    pub worker: Option<Worker>,
     /// Replace an existing output directory (only once the new one is complete).
     pub force: bool,
 }
@@ -42,6 +47,8 @@ impl Default for Options {
             threads: None,
             exclude: None,
             ep: None,
+            ep_all_ranks: None,
+            worker: None,
             force: false,
         }
     }

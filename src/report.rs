@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use nemoconv::options::Worker;
 use nemoconv::{Progress, Report};
 
 /// An indicatif bar of bytes written, hidden when stderr is not a terminal or with `-q`.
@@ -38,9 +39,15 @@ impl Progress for Bar {
 }
 
 /// Prints the `--lenient` drop list and, unless quiet, the one-line summary, on stderr.
-pub fn finish(report: &Report, quiet: bool) {
+pub fn finish(report: &Report, worker: Option<Worker>, quiet: bool) {
     for name in &report.dropped {
         eprintln!("nemoconv: dropped {name:?}");
+    }
+    if let Some(w) = worker {
+        eprintln!(
+            "nemoconv: worker {}/{} done; run `nemoconv finalize OUT` once every worker is",
+            w.index, w.count
+        );
     }
     if !quiet {
         let s = &report.summary;

@@ -35,6 +35,8 @@ pub struct TensorEntry {
     pub shard: ShardId,
     /// Absolute byte range in the shard file.
     pub bytes: Range<u64>,
+    /// Which input directory (part) holds it; 0 unless several were opened together.
+    pub part: usize,
 }
 
 impl TensorEntry {
@@ -44,11 +46,22 @@ impl TensorEntry {
     }
 }
 
+/// One input directory of a catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Its first shard; its metadata stands for the part.
+    pub first_shard: ShardId,
+}
+
 /// All tensors of one checkpoint directory, mapped but not read.
 #[derive(Debug)]
 pub struct Catalog {
     /// The checkpoint directory.
     pub dir: PathBuf,
+    /// The input directories, in the order given.
+    pub parts: Vec<Part>,
     /// Open shards, in file-name order.
     pub shards: Vec<Shard>,
     /// Tensors in (shard, offset) order.
@@ -64,6 +77,30 @@ impl Catalog {
     /// Any error naming the file (and tensor) at fault: missing directory, no weights, a bad
     /// header, an index that disagrees with the shards, a tensor name held twice.
     pub fn open(dir: &Path) -> Result<Catalog> {
+        Catalog::open_parts(&[dir.to_path_buf()])
+    }
+
+    /// Opens several checkpoints that together form one (expert-parallel slices) as parts
+    /// of one catalog; a name may repeat across parts, never within one.
+    ///
+    /// # Errors
+    /// As [`Catalog::open`], for each part.
+    pub fn open_parts(dirs: &[PathBuf]) -> Result<Catalog> {
+        let first = dirs.first().expect("callers pass at least one directory");
+        let mut catalog = Catalog {
+            dir: first.clone(),
+            parts: Vec::new(),
+            shards: Vec::new(),
+            tensors: Vec::new(),
+            other_files: Vec::new(),
+        };
+        for dir in dirs {
+            catalog.add_part(dir)?;
+        }
+        Ok(catalog)
+    }
+
+    fn add_part(&mut self, dir: &Path) -> Result<()> {
         if !dir.is_dir() {
             return Err(Error::NotADirectory {
                 path: dir.to_path_buf(),
@@ -84,32 +121,35 @@ impl Catalog {
                 path: dir.to_path_buf(),
             });
         }
-        let mut catalog = Catalog {
-            dir: dir.to_path_buf(),
-            shards: Vec::with_capacity(shard_files.len()),
-            tensors: Vec::new(),
-            other_files: listing
+        let part = self.parts.len();
+        if part == 0 {
+            self.other_files = listing
                 .into_iter()
                 .filter(|p| !is_weight_file(p) && p.as_os_str() != INDEX_FILE)
-                .collect(),
-        };
+                .collect();
+        }
+        let first_tensor = self.tensors.len();
+        self.parts.push(Part {
+            dir: dir.to_path_buf(),
+            first_shard: ShardId(self.shards.len() as u32),
+        });
         for file in &shard_files {
             let (shard, entries) = Shard::open(&dir.join(file))?;
-            catalog.add_shard(shard, entries)?;
+            self.add_shard(shard, entries, part)?;
         }
-        catalog.check_unique()?;
+        let tensors = &self.tensors[first_tensor..];
+        self.check_unique(tensors)?;
         if let Some(index) = &index {
-            let held = catalog
-                .tensors
+            let held = tensors
                 .iter()
-                .map(|t| (t.name.as_str(), catalog.shard_file_name(t.shard)))
+                .map(|t| (t.name.as_str(), self.shard_file_name(t.shard)))
                 .collect();
             index.check(&held)?;
         }
-        Ok(catalog)
+        Ok(())
     }
 
-    fn add_shard(&mut self, shard: Shard, entries: Vec<HeaderEntry>) -> Result<()> {
+    fn add_shard(&mut self, shard: Shard, entries: Vec<HeaderEntry>, part: usize) -> Result<()> {
         let id = ShardId(
             u32::try_from(self.shards.len()).map_err(|_| Error::Checkpoint {
                 path: self.dir.clone(),
@@ -123,14 +163,15 @@ impl Catalog {
                 shape: e.shape,
                 shard: id,
                 bytes: e.bytes,
+                part,
             }));
         self.shards.push(shard);
         Ok(())
     }
 
-    fn check_unique(&self) -> Result<()> {
+    fn check_unique(&self, tensors: &[TensorEntry]) -> Result<()> {
         let mut seen: BTreeMap<&str, ShardId> = BTreeMap::new();
-        for t in &self.tensors {
+        for t in tensors {
             if let Some(first) = seen.insert(&t.name, t.shard) {
                 return Err(Error::DuplicateTensor {
                     tensor: t.name.clone(),
@@ -167,7 +208,12 @@ impl Catalog {
 
     /// The `__metadata__` of the first shard (nemoconv writes the same map into every shard).
     pub fn metadata(&self) -> &BTreeMap<String, String> {
-        &self.shards[0].metadata
+        self.part_metadata(0)
+    }
+
+    /// The `__metadata__` of part `part`'s first shard.
+    pub fn part_metadata(&self, part: usize) -> &BTreeMap<String, String> {
+        &self.shard(self.parts[part].first_shard).metadata
     }
 
     /// Sum of all tensor bytes.

@@ -76,67 +76,213 @@ enum Op {
 struct Job<'p> {
     source: &'p Source,
     out_dtype: Dtype,
-    shard: usize,
+    /// Index into the run's shard files.
+    file: usize,
     offset: u64,
     op: Op,
 }
 
-/// Runs `plan` (made from `catalog`) into `output`, which appears only when complete.
+/// One output checkpoint of a run: a plan and the subdirectory of the output it goes to
+/// (empty for the output itself; `rank-...` for each slice of a multi-slice run).
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// Where below the output directory.
+    pub subdir: &'a Path,
+    /// What to write there.
+    pub plan: &'a Plan,
+}
+
+/// One worker's share of a run spread over processes or machines: worker `index` of `count`
+/// writes shards `index, index + count, ...` of the run's one deterministic list of shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Worker {
+    /// This worker, `< count`.
+    pub index: usize,
+    /// How many workers share the run.
+    pub count: usize,
+}
+
+/// Runs `targets` (planned from `catalog`) into `output`. Alone, the output appears only when
+/// complete; as a [`Worker`], it writes its shards into a shared work directory that
+/// [`finalize`] later makes visible.
 ///
 /// # Errors
 /// [`Error::Output`] for an unusable target, [`Error::Io`] naming the file on any read or
 /// write failure (a full disk included), [`Error::Interrupted`] when `cancel` is set.
 pub fn execute(
-    plan: &Plan,
+    targets: &[Target],
     catalog: &Catalog,
     output: &Path,
     force: bool,
+    worker: Option<Worker>,
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Summary> {
     let started = Instant::now();
-    let staging = Staging::new(output, &catalog.dir, force)?;
-    let files = writer::create_shards(staging.dir(), plan)?;
-    let jobs = jobs(plan);
-    progress.start(plan.payload_bytes());
+    let inputs: Vec<&Path> = catalog.parts.iter().map(|p| p.dir.as_path()).collect();
+    let staging = match worker {
+        None => Staging::new(output, &inputs, force)?,
+        Some(_) => Staging::shared(output, &inputs)?,
+    };
+    let files = shard_files(targets, staging.dir(), worker);
+    let mut outs = Vec::with_capacity(files.len());
+    for f in &files {
+        if f.mine {
+            outs.push(Some(writer::create_shard(&f.partial, f.shard)?));
+        } else {
+            outs.push(None);
+        }
+    }
+    let guard = PartialFiles(&files);
+    let bases = targets.iter().scan(0, |next, t| {
+        let base = *next;
+        *next += t.plan.shards.len();
+        Some(base)
+    });
+    let jobs: Vec<Job> = targets
+        .iter()
+        .zip(bases)
+        .flat_map(|(target, base)| jobs(target.plan, base))
+        .filter(|j| files[j.file].mine)
+        .collect();
+    let total: u64 = files
+        .iter()
+        .filter(|f| f.mine)
+        .map(|f| f.shard.len_bytes - f.shard.header.len() as u64)
+        .sum();
+    progress.start(total);
     let result = jobs.par_iter().try_for_each(|job| {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
-        let written = run(
-            job,
-            catalog,
-            &files[job.shard],
-            &staging.dir().join(&plan.shards[job.shard].file_name),
-        )?;
+        let out = outs[job.file]
+            .as_ref()
+            .expect("jobs are filtered to this worker's files");
+        let written = run(job, catalog, out, &files[job.file].partial)?;
         progress.advance(written);
         Ok(())
     });
     progress.finish();
     result?;
-    writer::sync_shards(staging.dir(), plan, &files)?;
-    writer::write_index(staging.dir(), plan)?;
-    writer::copy_files(&catalog.dir, staging.dir(), &plan.copy_files, &[INDEX_FILE])?;
+    for (f, out) in files.iter().zip(&outs) {
+        if let Some(out) = out {
+            out.sync_all().map_err(Error::io(&f.partial, "sync"))?;
+            std::fs::rename(&f.partial, &f.path)
+                .map_err(Error::io(&f.path, "rename finished shard"))?;
+        }
+    }
+    std::mem::forget(guard);
+    if worker.is_none_or(|w| w.index == 0) {
+        for target in targets {
+            let dir = staging.dir().join(target.subdir);
+            writer::write_index(&dir, target.plan)?;
+            writer::copy_files(&catalog.dir, &dir, &target.plan.copy_files, &[INDEX_FILE])?;
+        }
+    }
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }
-    staging.commit()?;
+    match worker {
+        None => staging.commit()?,
+        Some(_) => staging.keep(),
+    }
     Ok(Summary {
-        tensors: plan.tensors.len(),
-        bytes: plan.payload_bytes(),
-        shards: plan.shards.len(),
+        tensors: targets.iter().map(|t| t.plan.tensors.len()).sum(),
+        bytes: total,
+        shards: files.iter().filter(|f| f.mine).count(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
+/// Checks that every worker of a spread run has finished, then makes the output visible.
+///
+/// # Errors
+/// [`Error::Output`] when the work directory is missing or a shard is absent or incomplete.
+pub fn finalize(output: &Path) -> Result<()> {
+    Staging::finalize(output, |dir| {
+        let mut dirs = vec![dir.to_path_buf()];
+        let mut checked = 0;
+        while let Some(d) = dirs.pop() {
+            for entry in std::fs::read_dir(&d)
+                .map_err(Error::io(&d, "list directory"))?
+                .flatten()
+            {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "partial") {
+                    return Err(Error::Output { path, reason: "is still being written (a worker is running or died); wait for it or rerun it".to_string() });
+                }
+            }
+            if d.join(INDEX_FILE).exists() {
+                Catalog::open(&d).map_err(|e| Error::Output {
+                    path: d.clone(),
+                    reason: format!("not complete: {e}; rerun the worker that writes it"),
+                })?;
+                checked += 1;
+            }
+        }
+        if checked == 0 {
+            return Err(Error::Output {
+                path: dir.to_path_buf(),
+                reason: "has no index yet; worker 0 has not finished".to_string(),
+            });
+        }
+        Ok(())
+    })
+}
+
+/// One output shard file of a run, with where it is written and whether this process writes it.
+struct ShardFile<'a> {
+    shard: &'a crate::plan::OutputShard,
+    path: std::path::PathBuf,
+    partial: std::path::PathBuf,
+    mine: bool,
+}
+
+/// Removes this process's unfinished `.partial` shards if the run fails.
+struct PartialFiles<'a, 'b>(&'a [ShardFile<'b>]);
+
+impl Drop for PartialFiles<'_, '_> {
+    fn drop(&mut self) {
+        for f in self.0.iter().filter(|f| f.mine) {
+            let _ = std::fs::remove_file(&f.partial);
+        }
+    }
+}
+
+/// Every shard of every target in one deterministic order, dealt round-robin to workers.
+fn shard_files<'a>(
+    targets: &[Target<'a>],
+    dir: &Path,
+    worker: Option<Worker>,
+) -> Vec<ShardFile<'a>> {
+    let mut files = Vec::new();
+    for target in targets {
+        for shard in &target.plan.shards {
+            let i = files.len();
+            let path = dir.join(target.subdir).join(&shard.file_name);
+            let mut partial = path.clone().into_os_string();
+            partial.push(".partial");
+            files.push(ShardFile {
+                shard,
+                path,
+                partial: partial.into(),
+                mine: worker.is_none_or(|w| i % w.count == w.index),
+            });
+        }
+    }
+    files
+}
+
 /// Splits every recipe into jobs of at most [`CHUNK_BYTES`] of output (copies: more).
-fn jobs(plan: &Plan) -> Vec<Job<'_>> {
+fn jobs(plan: &Plan, base: usize) -> Vec<Job<'_>> {
     let mut jobs = Vec::new();
     for (t, place) in plan.tensors.iter().zip(&plan.placements) {
         let job = |source, offset, op| Job {
             source,
             out_dtype: t.dtype,
-            shard: place.shard,
+            file: base + place.shard,
             offset,
             op,
         };

@@ -24,8 +24,8 @@ impl Staging {
     ///
     /// # Errors
     /// [`Error::Output`] for an unusable target, [`Error::Io`] when the directory cannot be made.
-    pub fn new(target: &Path, input: &Path, force: bool) -> Result<Staging> {
-        check_target(target, input, force)?;
+    pub fn new(target: &Path, inputs: &[&Path], force: bool) -> Result<Staging> {
+        check_target(target, inputs, force)?;
         let parent = parent_of(target);
         fs::create_dir_all(&parent)
             .map_err(Error::io(&parent, "create output parent directory"))?;
@@ -43,6 +43,52 @@ impl Staging {
         })
     }
 
+    /// The work directory that the workers of a spread run share: made if absent, kept on
+    /// failure (other workers may still be writing into it).
+    ///
+    /// # Errors
+    /// As [`Staging::new`]; an existing output is refused, spread runs never replace one.
+    pub fn shared(target: &Path, inputs: &[&Path]) -> Result<Staging> {
+        check_target(target, inputs, false)?;
+        let tmp = work_dir(target)?;
+        fs::create_dir_all(&tmp).map_err(Error::io(&tmp, "create work directory"))?;
+        Ok(Staging {
+            target: target.to_path_buf(),
+            tmp,
+            committed: true,
+        })
+    }
+
+    /// Checks a spread run's work directory with `check`, then renames it into place.
+    ///
+    /// # Errors
+    /// [`Error::Output`] when there is no work directory, or what `check` finds.
+    pub fn finalize(target: &Path, check: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        let tmp = work_dir(target)?;
+        if !tmp.is_dir() {
+            return Err(Error::Output {
+                path: target.to_path_buf(),
+                reason: format!(
+                    "no work directory {} to finalize; run the workers first (--worker K/M)",
+                    tmp.display()
+                ),
+            });
+        }
+        check(&tmp)?;
+        let staging = Staging {
+            target: target.to_path_buf(),
+            tmp,
+            committed: false,
+        };
+        let result = staging.commit_in_place();
+        result
+    }
+
+    /// Leaves a shared work directory for the other workers and `finalize`.
+    pub fn keep(mut self) {
+        self.committed = true;
+    }
+
     /// Where files are written until the commit.
     pub fn dir(&self) -> &Path {
         &self.tmp
@@ -53,7 +99,11 @@ impl Staging {
     ///
     /// # Errors
     /// [`Error::Io`] when a sync or rename fails; the old target is then still in place.
-    pub fn commit(mut self) -> Result<()> {
+    pub fn commit(self) -> Result<()> {
+        self.commit_in_place()
+    }
+
+    fn commit_in_place(mut self) -> Result<()> {
         sync_dir(&self.tmp)?;
         let parent = parent_of(&self.target);
         let old = if self.target.exists() {
@@ -100,7 +150,12 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(Error::io(dir, "sync directory"))
 }
 
-fn check_target(target: &Path, input: &Path, force: bool) -> Result<()> {
+/// The deterministic work directory of a spread run.
+fn work_dir(target: &Path) -> Result<PathBuf> {
+    Ok(parent_of(target).join(format!(".{}{TMP_MARKER}work", base_name(target)?)))
+}
+
+fn check_target(target: &Path, inputs: &[&Path], force: bool) -> Result<()> {
     let refuse = |reason: &str| {
         Err(Error::Output {
             path: target.to_path_buf(),
@@ -108,14 +163,18 @@ fn check_target(target: &Path, input: &Path, force: bool) -> Result<()> {
         })
     };
     let abs_target = absolute(target)?;
-    let abs_input = fs::canonicalize(input).map_err(Error::io(input, "resolve input path"))?;
-    if abs_target.starts_with(&abs_input) {
-        return refuse("the output is inside the input checkpoint; choose a directory outside it");
-    }
-    if abs_input.starts_with(&abs_target) {
-        return refuse(
-            "the input checkpoint is inside the output directory; choose another output",
-        );
+    for input in inputs {
+        let abs_input = fs::canonicalize(input).map_err(Error::io(*input, "resolve input path"))?;
+        if abs_target.starts_with(&abs_input) {
+            return refuse(
+                "the output is inside the input checkpoint; choose a directory outside it",
+            );
+        }
+        if abs_input.starts_with(&abs_target) {
+            return refuse(
+                "the input checkpoint is inside the output directory; choose another output",
+            );
+        }
     }
     match fs::symlink_metadata(target) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -9,29 +9,27 @@ use std::path::{Path, PathBuf};
 
 use crate::catalog::{INDEX_FILE, Shard};
 use crate::error::{Error, Result};
-use crate::plan::Plan;
+use crate::plan::{OutputShard, Plan};
 
-/// Creates every shard file at its final size (reserving the disk space, so a full disk fails
+/// Creates one shard file at its final size (reserving the disk space, so a full disk fails
 /// here) and writes its header.
 ///
 /// # Errors
 /// [`Error::Io`] naming the shard.
-pub fn create_shards(dir: &Path, plan: &Plan) -> Result<Vec<File>> {
-    plan.shards
-        .iter()
-        .map(|shard| {
-            let path = dir.join(&shard.file_name);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(Error::io(&path, "create"))?;
-            reserve(&file, shard.len_bytes).map_err(Error::io(&path, "reserve space"))?;
-            write_at(&file, &shard.header, 0, &path)?;
-            Ok(file)
-        })
-        .collect()
+pub fn create_shard(path: &Path, shard: &OutputShard) -> Result<File> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(Error::io(parent, "create directory"))?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(Error::io(path, "create"))?;
+    reserve(&file, shard.len_bytes).map_err(Error::io(path, "reserve space"))?;
+    write_at(&file, &shard.header, 0, path)?;
+    Ok(file)
 }
 
 /// Allocates `len` bytes for `file`, falling back to a sparse size where the file system
@@ -109,18 +107,6 @@ pub fn copy_range(
     Ok(())
 }
 
-/// fsyncs every shard file.
-///
-/// # Errors
-/// [`Error::Io`] naming the shard.
-pub fn sync_shards(dir: &Path, plan: &Plan, files: &[File]) -> Result<()> {
-    for (shard, file) in plan.shards.iter().zip(files) {
-        file.sync_all()
-            .map_err(Error::io(dir.join(&shard.file_name), "sync"))?;
-    }
-    Ok(())
-}
-
 /// Writes `model.safetensors.index.json` (total_size and weight_map), synced.
 ///
 /// # Errors
@@ -130,6 +116,7 @@ pub fn write_index(dir: &Path, plan: &Plan) -> Result<()> {
         "metadata": { "total_size": plan.payload_bytes() },
         "weight_map": super::weight_map(plan),
     });
+    fs::create_dir_all(dir).map_err(Error::io(dir, "create directory"))?;
     let path = dir.join(INDEX_FILE);
     let mut text = serde_json::to_string_pretty(&index).expect("a map of strings serializes");
     text.push('\n');

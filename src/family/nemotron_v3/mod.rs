@@ -3,6 +3,7 @@
 
 mod experts;
 mod names;
+mod slices;
 
 pub use names::HfPrefix;
 use names::{ExpertName, MergedName, Proj};
@@ -111,18 +112,21 @@ impl Family for NemotronV3 {
             .and_then(|w| HfPrefix::from_word(w));
         let prefix = options.hf_prefix.or(recorded).unwrap_or(HfPrefix::Backbone);
         let mut conv = Conversion::default();
-        let mut shape = None;
+        let has_experts = catalog
+            .tensors
+            .iter()
+            .any(|t| MergedName::parse(&t.name).is_some());
+        let shapes = if has_experts {
+            slices::part_shapes(catalog, config)?
+        } else {
+            Vec::new()
+        };
+        slices::check_shared_identical(catalog)?;
         for (id, t) in catalog.iter() {
             let outputs = match MergedName::parse(&t.name) {
-                Some(merged) => {
-                    let ep = meta::recorded_ep(catalog.metadata());
-                    let shape = match &shape {
-                        Some(s) => s,
-                        None => shape.insert(expert_shape(config, ep, "to split merged experts")?),
-                    };
-                    experts::split(catalog, id, &merged, shape, prefix)?
-                }
-                None => vec![hf_tensor(catalog, id, prefix)],
+                Some(merged) => experts::split(catalog, id, &merged, &shapes[t.part], prefix)?,
+                None if t.part == 0 => vec![hf_tensor(catalog, id, prefix)],
+                None => continue,
             };
             let keep = |o: &OutputTensor| {
                 options
@@ -283,7 +287,11 @@ fn check_moe_layers_have_experts(
     }
 }
 
-fn expert_shape(config: &ModelConfig, ep: Option<EpSlice>, why: &str) -> Result<ExpertShape> {
+pub(crate) fn expert_shape(
+    config: &ModelConfig,
+    ep: Option<EpSlice>,
+    why: &str,
+) -> Result<ExpertShape> {
     let n_experts = config
         .n_routed_experts
         .ok_or_else(|| config.missing("n_routed_experts", why))?;
