@@ -27,6 +27,14 @@ pub enum Command {
         after_help = "Example:\n  nemoconv from-hf NVIDIA-Nemotron-3-Nano-30B-A3B-BF16/ nano-internal/\n  nemoconv from-hf --dtype f32 --max-shard-size 2GiB ckpt/ out/"
     )]
     FromHf(FromHfArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Example:\n  nemoconv completions bash > /etc/bash_completion.d/nemoconv"
+    )]
+    Completions(CompletionsArgs),
+    /// Print the man page (roff).
+    #[command(after_help = "Example:\n  nemoconv man > nemoconv.1 && man ./nemoconv.1")]
+    Man,
     /// Make a spread run's output visible once every worker has finished.
     #[command(
         after_help = "Example:\n  srun nemoconv from-hf ckpt/ out/   # each task writes its share (SLURM_PROCID/SLURM_NTASKS)\n  nemoconv finalize out/"
@@ -51,6 +59,12 @@ pub struct CommonArgs {
     /// Replace OUT if it exists (only once the new output is complete).
     #[arg(long)]
     pub force: bool,
+    /// Print the plan (output names, dtypes, shapes, shards, inputs) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON object on stdout: the summary at the end (or the plan with --dry-run).
+    #[arg(long)]
+    pub json: bool,
     /// No progress bar and no summary line (errors are still printed).
     #[arg(short, long)]
     pub quiet: bool,
@@ -58,6 +72,13 @@ pub struct CommonArgs {
     /// `nemoconv finalize OUT`. Default: RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS when set.
     #[arg(long, value_name = "K/M", value_parser = parse_worker)]
     pub worker: Option<Worker>,
+}
+
+/// `nemoconv completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
 }
 
 /// `nemoconv finalize`.

@@ -4,6 +4,9 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nemoconv::options::Worker;
+use std::path::{Path, PathBuf};
+
+use nemoconv::convert::Planned;
 use nemoconv::{Progress, Report};
 
 /// An indicatif bar of bytes written, hidden when stderr is not a terminal or with `-q`.
@@ -57,4 +60,79 @@ pub fn finish(report: &Report, worker: Option<Worker>, quiet: bool) {
             s.tensors, s.bytes, s.shards, s.seconds
         );
     }
+}
+
+/// The `--dry-run` output: per output checkpoint, each tensor with its recipe.
+pub fn dry_run(planned: &Planned, json: bool) -> Vec<u8> {
+    let targets: Vec<_> = planned
+        .plans
+        .iter()
+        .map(|(subdir, plan)| {
+            (
+                subdir.display().to_string(),
+                plan,
+                nemoconv::plan::describe(plan, &planned.catalog),
+            )
+        })
+        .collect();
+    if json {
+        let value = serde_json::json!({
+            "outputs": targets.iter().map(|(subdir, plan, tensors)| serde_json::json!({
+                "subdir": subdir,
+                "shards": plan.shards.iter().map(|s| &s.file_name).collect::<Vec<_>>(),
+                "bytes": plan.payload_bytes(),
+                "dropped": plan.dropped,
+                "tensors": tensors,
+            })).collect::<Vec<_>>(),
+        });
+        return json_line(&value);
+    }
+    let mut out = String::new();
+    for (subdir, plan, tensors) in &targets {
+        if !subdir.is_empty() {
+            out.push_str(&format!("# {subdir}\n"));
+        }
+        for t in tensors {
+            let inputs = match &t.inputs[..] {
+                [one] => one.clone(),
+                [first, rest @ ..] => format!("{first} (+{} more)", rest.len()),
+                [] => String::new(),
+            };
+            out.push_str(&format!(
+                "{} {} {:?} {} {} <- {inputs}\n",
+                t.name, t.dtype, t.shape, t.shard, t.op
+            ));
+        }
+        for name in &plan.dropped {
+            out.push_str(&format!("dropped {name}\n"));
+        }
+        out.push_str(&format!(
+            "{} tensors, {} bytes, {} shards\n",
+            tensors.len(),
+            plan.payload_bytes(),
+            plan.shards.len()
+        ));
+    }
+    out.into_bytes()
+}
+
+/// The `--json` summary of a finished conversion.
+pub fn json_summary(command: &str, inputs: &[PathBuf], output: &Path, report: &Report) -> Vec<u8> {
+    let s = &report.summary;
+    json_line(&serde_json::json!({
+        "command": command,
+        "inputs": inputs,
+        "output": output,
+        "tensors": s.tensors,
+        "bytes": s.bytes,
+        "shards": s.shards,
+        "seconds": s.seconds,
+        "dropped": report.dropped,
+    }))
+}
+
+fn json_line(value: &serde_json::Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(value).expect("JSON values serialize");
+    bytes.push(b'\n');
+    bytes
 }

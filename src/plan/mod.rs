@@ -2,12 +2,14 @@
 //! data (printable, comparable, testable); the executor turns it into bytes. Model families
 //! build plans; this module only checks model-free invariants and places tensors in shards.
 
+mod describe;
 mod shards;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
 
+pub use describe::{PlannedTensor, describe};
 pub use shards::{OutputShard, Placement, natural_cmp, shard_file_name};
 
 use crate::catalog::{Catalog, ShardId, TensorId};

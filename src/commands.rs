@@ -1,0 +1,106 @@
+//! What each subcommand does in the binary: build options, call the library, print results.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use clap::CommandFactory;
+use nemoconv::{Direction, Options};
+
+use crate::cli::{Cli, Command, CommonArgs};
+use crate::report;
+
+/// Runs the parsed command line; the exit code for outcomes that are not errors.
+pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::FromHf(args) => {
+            let options = crate::cli::from_hf_options(&args)?;
+            convert(
+                Direction::FromHf,
+                std::slice::from_ref(&args.input),
+                &args.output,
+                &options,
+                &args.common,
+                cancel,
+            )
+        }
+        Command::ToHf(args) => {
+            let options = crate::cli::to_hf_options(&args)?;
+            let (output, inputs) = args.paths.split_last().expect("clap requires two paths");
+            convert(
+                Direction::ToHf,
+                inputs,
+                output,
+                &options,
+                &args.common,
+                cancel,
+            )
+        }
+        Command::Finalize(args) => {
+            nemoconv::execute::finalize(&args.output)
+                .with_context(|| format!("finalize {}", args.output.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions(args) => {
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "nemoconv",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .context("render the man page")?;
+            print_stdout(&page)
+        }
+    }
+}
+
+fn convert(
+    direction: Direction,
+    inputs: &[PathBuf],
+    output: &Path,
+    options: &Options,
+    common: &CommonArgs,
+    cancel: &AtomicBool,
+) -> anyhow::Result<ExitCode> {
+    let name = if direction == Direction::FromHf {
+        "from-hf"
+    } else {
+        "to-hf"
+    };
+    let context = || {
+        let ins: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
+        format!("{name} {} -> {}", ins.join(" "), output.display())
+    };
+    if common.dry_run {
+        let planned = nemoconv::plan(direction, inputs, options).with_context(context)?;
+        return print_stdout(&report::dry_run(&planned, common.json));
+    }
+    let progress = report::Bar::new(common.quiet);
+    let result = nemoconv::convert(direction, inputs, output, options, &progress, cancel)
+        .with_context(context)?;
+    report::finish(&result, options.worker, common.quiet || common.json);
+    if common.json {
+        return print_stdout(&report::json_summary(name, inputs, output, &result));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is a success, as in other Unix tools.
+pub fn print_stdout(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    match std::io::stdout()
+        .lock()
+        .write_all(bytes)
+        .and_then(|()| std::io::stdout().flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("write to stdout"),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
