@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nemoconv::Options;
 use nemoconv::dtype::Dtype;
-use nemoconv::options::{DEFAULT_MAX_SHARD_BYTES, EpSlice, HfPrefix, Worker, anchored_regex};
-use regex::Regex;
+use nemoconv::options::{
+    DEFAULT_MAX_SHARD_BYTES, EpSlice, ExcludeRegex, HfPrefix, Worker, anchored_regex,
+};
 
 /// Convert NemotronV3 checkpoints between the HuggingFace and NeMo Automodel layouts.
 #[derive(Debug, Parser)]
@@ -154,7 +155,7 @@ pub enum PrefixArg {
 
 /// A compiled `--exclude-regex` (None: the empty regex, which excludes nothing).
 #[derive(Debug, Clone)]
-pub struct RegexArg(pub Option<Regex>);
+pub struct RegexArg(pub Option<ExcludeRegex>);
 
 fn parse_regex(text: &str) -> Result<RegexArg, String> {
     anchored_regex(text)

@@ -253,6 +253,17 @@ pub enum Error {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// `--exclude-regex` could not decide on a name (it backtracked past its limit).
+    #[error("--exclude-regex {pattern:?} on {tensor:?}: {source}; simplify the pattern")]
+    ExcludeRegex {
+        /// The pattern.
+        pattern: String,
+        /// The output name being matched.
+        tensor: String,
+        /// The matcher's error.
+        #[source]
+        source: fancy_regex::Error,
+    },
     /// The run was stopped by a signal; the partial output was removed.
     #[error("interrupted; the partial output was removed")]
     Interrupted,

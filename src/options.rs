@@ -3,7 +3,7 @@
 use std::num::NonZeroUsize;
 use std::ops::Range;
 
-use regex::Regex;
+use fancy_regex::Regex;
 
 use crate::dtype::Dtype;
 pub use crate::execute::Worker;
@@ -26,7 +26,7 @@ pub struct Options {
     /// Worker threads (`-j`); None: all cores.
     pub threads: Option<NonZeroUsize>,
     /// to-hf: output names matching this (anchored at the start) are left out.
-    pub exclude: Option<Regex>,
+    pub exclude: Option<ExcludeRegex>,
     /// from-hf: write one expert-parallel slice instead of all experts.
     pub ep: Option<EpSlice>,
     /// from-hf: write every slice of a mesh of this size, each in its own subdirectory.
@@ -54,17 +54,43 @@ impl Default for Options {
     }
 }
 
-/// Compiles an `--exclude-regex` so it matches at the start of a name only, like Python's
-/// `re.match` (SPEC §4.4). An empty pattern excludes nothing, so it gives None.
+/// An `--exclude-regex`, matched at the start of a name only, like Python's `re.match`
+/// (SPEC §4.4). fancy-regex accepts Python's lookarounds and backreferences.
+#[derive(Debug, Clone)]
+pub struct ExcludeRegex {
+    pattern: String,
+    regex: Regex,
+}
+
+impl ExcludeRegex {
+    /// The pattern as the user gave it.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Whether `name` is excluded.
+    ///
+    /// # Errors
+    /// The matcher's error when the pattern backtracks past its limit on this name.
+    pub fn excludes(&self, name: &str) -> Result<bool, fancy_regex::Error> {
+        self.regex.is_match(name)
+    }
+}
+
+/// Compiles an `--exclude-regex`; an empty pattern excludes nothing, so it gives None.
 ///
 /// # Errors
-/// The regex crate's error, which shows where the pattern is wrong.
-pub fn anchored_regex(pattern: &str) -> Result<Option<Regex>, regex::Error> {
+/// The regex error, which shows where the pattern is wrong.
+pub fn anchored_regex(pattern: &str) -> Result<Option<ExcludeRegex>, fancy_regex::Error> {
     if pattern.is_empty() {
         return Ok(None);
     }
     Regex::new(pattern)?;
-    Regex::new(&format!("^(?:{pattern})")).map(Some)
+    let regex = Regex::new(&format!("^(?:{pattern})"))?;
+    Ok(Some(ExcludeRegex {
+        pattern: pattern.to_string(),
+        regex,
+    }))
 }
 
 /// Rank `rank` of an expert-parallel mesh of `size` (SPEC §5).
@@ -102,10 +128,15 @@ mod tests {
     #[test]
     fn regex_is_anchored_at_the_start_only() {
         let re = anchored_regex("norm_f").unwrap().unwrap();
-        assert!(!re.is_match("backbone.norm_f.weight"));
+        assert!(!re.excludes("backbone.norm_f.weight").unwrap());
         let re = anchored_regex("lm_head|x").unwrap().unwrap();
-        assert!(re.is_match("lm_head.weight"));
-        assert!(re.is_match("xyz"));
+        assert!(re.excludes("lm_head.weight").unwrap());
+        assert!(re.excludes("xyz").unwrap());
+        let re = anchored_regex(r"backbone\.layers\.(?!1\.)\d+\.mixer\.D$")
+            .unwrap()
+            .unwrap();
+        assert!(re.excludes("backbone.layers.3.mixer.D").unwrap());
+        assert!(!re.excludes("backbone.layers.1.mixer.D").unwrap());
         assert!(anchored_regex("").unwrap().is_none());
         assert!(anchored_regex("(").is_err());
     }

@@ -2,7 +2,7 @@
 //! This is the only module that knows these names.
 
 mod experts;
-mod names;
+pub mod names;
 mod slices;
 
 pub use names::HfPrefix;
@@ -128,17 +128,27 @@ impl Family for NemotronV3 {
                 None if t.part == 0 => vec![hf_tensor(catalog, id, prefix)],
                 None => continue,
             };
-            let keep = |o: &OutputTensor| {
-                options
-                    .exclude
-                    .as_ref()
-                    .is_none_or(|re| !re.is_match(&o.name))
-            };
-            conv.tensors.extend(outputs.into_iter().filter(keep));
+            for output in outputs {
+                if !is_excluded(options, &output.name)? {
+                    conv.tensors.push(output);
+                }
+            }
         }
         conv.metadata = meta::record(Layout::Hf, prefix.word());
         Ok(conv)
     }
+}
+
+/// SPEC §4.4: whether `--exclude-regex` removes this output name.
+fn is_excluded(options: &Options, name: &str) -> Result<bool> {
+    let Some(re) = &options.exclude else {
+        return Ok(false);
+    };
+    re.excludes(name).map_err(|source| Error::ExcludeRegex {
+        pattern: re.pattern().to_string(),
+        tensor: name.to_string(),
+        source,
+    })
 }
 
 fn drop_or_refuse(
