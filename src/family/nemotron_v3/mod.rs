@@ -383,7 +383,9 @@ fn check_layout(catalog: &Catalog, expected: Layout) -> Result<()> {
     };
     let looks_hf = || {
         catalog.tensors.iter().find(|t| {
-            ExpertName::parse(&t.name).is_some_and(|e| e.param == "weight" && e.scope != "mtp.")
+            HfPrefix::of(&t.name) == Some(HfPrefix::Backbone)
+                || ExpertName::parse(&t.name)
+                    .is_some_and(|e| e.param == "weight" && e.scope != "mtp.")
         })
     };
     let found = match expected {
@@ -394,9 +396,7 @@ fn check_layout(catalog: &Catalog, expected: Layout) -> Result<()> {
             }),
         Layout::Internal => (recorded == Some(Layout::Hf))
             .then(|| "its shards are marked as HF layout".to_string())
-            .or_else(|| {
-                looks_hf().map(|t| format!("tensor {:?} is a per-expert HF tensor", t.name))
-            }),
+            .or_else(|| looks_hf().map(|t| format!("tensor {:?} has an HF name", t.name))),
     };
     match found {
         Some(what) => {
