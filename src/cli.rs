@@ -10,6 +10,7 @@ use nemoconv::dtype::Dtype;
 use nemoconv::options::{
     DEFAULT_MAX_SHARD_BYTES, EpSlice, ExcludeRegex, HfPrefix, Worker, anchored_regex,
 };
+use nemoconv::verify::{Allow, VerifyOptions};
 
 /// Convert NemotronV3 checkpoints between the HuggingFace and NeMo Automodel layouts.
 #[derive(Debug, Parser)]
@@ -46,6 +47,16 @@ pub enum Command {
         after_help = "Example:\n  nemoconv to-hf nano-internal/ nano-hf/\n  nemoconv to-hf --exclude-regex '.*_extra_state.*|lm_head' nano-internal/ nano-hf/"
     )]
     ToHf(ToHfArgs),
+    /// Summarize a checkpoint: layout, layer pattern, experts, dtypes, shards and problems.
+    #[command(
+        after_help = "Exit status: 0 when the checkpoint could be read (problems are listed, not fatal), 1 when it cannot be read.\n\nExample:\n  nemoconv inspect NVIDIA-Nemotron-3-Nano-30B-A3B-BF16/\n  nemoconv inspect --json nano-internal/ | jq '.layout, .problems'"
+    )]
+    Inspect(InspectArgs),
+    /// Compare two checkpoints tensor by tensor (names, dtypes, shapes, bytes), whatever their sharding.
+    #[command(
+        after_help = "Exit status: 0 identical, 1 different, 2 trouble (unreadable input).\n\nExample:\n  nemoconv verify --allow fp32-params orig/ roundtrip/\n  nemoconv verify --json --max-diffs 100 a/ b/ > diff.json"
+    )]
+    Verify(VerifyArgs),
 }
 
 /// Options both conversions take.
@@ -105,6 +116,10 @@ pub struct FromHfArgs {
     /// Drop, and list on stderr, what the reference drops silently instead of refusing it.
     #[arg(long)]
     pub lenient: bool,
+    /// Dequantize FP8 weights (ModelOpt per-tensor or block FP8) to BF16 with their scales,
+    /// dropping the scale tensors. NVFP4 is refused.
+    #[arg(long)]
+    pub dequantize: bool,
     /// Expert-parallel mesh size: write slices of the experts (all N, in OUT/rank-*, unless --ep-rank).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub ep_size: Option<u64>,
@@ -131,6 +146,56 @@ pub struct ToHfArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: CommonArgs,
+}
+
+/// `nemoconv inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Checkpoint directory (either layout).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Print a JSON object (schema 1) instead of the text summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `nemoconv verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The first checkpoint directory.
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+    /// The second checkpoint directory.
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+    /// Print a JSON object (schema 1) instead of the text report.
+    #[arg(long)]
+    pub json: bool,
+    /// Accept a documented difference as equal; repeat or separate with commas.
+    ///
+    /// fp32-params: A_log/D/dt_bias stored F32 on one side and BF16/F16 on the other are equal
+    /// if the narrower side widened equals the F32 side. expert-dtype: expert tensors may
+    /// differ in dtype if the wider side rounded (RNE) to the narrower one is equal.
+    /// embedding-name: backbone.embedding.weight and backbone.embeddings.weight are one tensor.
+    #[arg(long, value_enum, value_name = "RULE", value_delimiter = ',')]
+    pub allow: Vec<AllowArg>,
+    /// List at most N differences (all are counted).
+    #[arg(long, value_name = "N", default_value_t = nemoconv::verify::DEFAULT_MAX_DIFFS)]
+    pub max_diffs: usize,
+    /// No progress bar (errors are still printed).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `--allow` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AllowArg {
+    /// F32 vs BF16/F16 A_log, D, dt_bias equal once widened.
+    Fp32Params,
+    /// Expert tensors equal once the wider dtype is rounded to the narrower.
+    ExpertDtype,
+    /// `embedding.weight` and `embeddings.weight` are the same tensor.
+    EmbeddingName,
 }
 
 /// `--dtype` values.
@@ -251,6 +316,7 @@ pub fn from_hf_options(args: &FromHfArgs) -> anyhow::Result<Options> {
             DtypeArg::F32 => Dtype::F32,
         }),
         lenient: args.lenient,
+        dequantize: args.dequantize,
         max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,
         ..Options::default()
     };
@@ -281,6 +347,19 @@ pub fn to_hf_options(args: &ToHfArgs) -> anyhow::Result<Options> {
     };
     args.common.apply(&mut options)?;
     Ok(options)
+}
+
+/// The library options for `verify`.
+pub fn verify_options(args: &VerifyArgs) -> VerifyOptions {
+    let has = |rule| args.allow.contains(&rule);
+    VerifyOptions {
+        allow: Allow {
+            fp32_params: has(AllowArg::Fp32Params),
+            expert_dtype: has(AllowArg::ExpertDtype),
+            embedding_name: has(AllowArg::EmbeddingName),
+        },
+        max_diffs: args.max_diffs,
+    }
 }
 
 #[cfg(test)]

@@ -73,6 +73,19 @@ pub struct ModelConfig {
     pub mlp_bias: bool,
     /// `torch_dtype` (or `dtype`): the dtype merged experts get.
     pub torch_dtype: Option<Dtype>,
+    /// `quantization_config`, when the checkpoint declares one.
+    pub quantization: Option<QuantizationConfig>,
+    /// The whole file, for rewriting it (e.g. without `quantization_config`).
+    pub json: serde_json::Value,
+}
+
+/// The parts of `quantization_config` nemoconv reads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct QuantizationConfig {
+    /// `quant_method`, e.g. `fp8` or `modelopt`.
+    pub quant_method: Option<String>,
+    /// `weight_block_size` of block-FP8 checkpoints, e.g. `[128, 128]`.
+    pub weight_block_size: Option<Vec<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +99,7 @@ struct RawConfig {
     mlp_bias: Option<bool>,
     torch_dtype: Option<serde_json::Value>,
     dtype: Option<serde_json::Value>,
+    quantization_config: Option<QuantizationConfig>,
 }
 
 impl ModelConfig {
@@ -113,8 +127,10 @@ impl ModelConfig {
             path: path.to_path_buf(),
             reason,
         };
-        let raw: RawConfig =
-            serde_json::from_str(text).map_err(|e| bad(format!("not a valid config: {e}")))?;
+        let json: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let raw: RawConfig = serde_json::from_value(json.clone())
+            .map_err(|e| bad(format!("not a valid config: {e}")))?;
         let pattern = match (&raw.hybrid_override_pattern, &raw.layers_block_type) {
             (Some(letters), _) => parse_pattern(letters).map_err(bad)?,
             (None, Some(types)) => parse_block_types(types).map_err(bad)?,
@@ -137,6 +153,8 @@ impl ModelConfig {
             moe_intermediate_size: raw.moe_intermediate_size,
             mlp_bias: raw.mlp_bias.unwrap_or(false),
             torch_dtype,
+            quantization: raw.quantization_config,
+            json,
         })
     }
 

@@ -64,6 +64,7 @@ pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Resu
             conversion.metadata,
             options.max_shard_bytes,
             conversion.dropped,
+            conversion.files,
         )
     };
     let plans = match (direction, options.ep_all_ranks) {

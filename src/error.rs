@@ -264,6 +264,26 @@ pub enum Error {
         #[source]
         source: fancy_regex::Error,
     },
+    /// The checkpoint is quantized and neither `--dequantize` nor `--lenient` was given.
+    #[error("{path}: {}{what}: the checkpoint is quantized, and merging FP8 experts without their scales (as the reference does) corrupts them; use --dequantize to convert to BF16, or --lenient to reproduce the reference", if tensor.is_empty() { String::new() } else { format!("tensor {tensor:?}: ") })]
+    Quantized {
+        /// The shard or file that shows it.
+        path: PathBuf,
+        /// The tensor that shows it, or empty.
+        tensor: String,
+        /// What was found.
+        what: String,
+    },
+    /// A quantized tensor cannot be dequantized.
+    #[error("{path}: tensor {tensor:?}: {reason}")]
+    Dequantize {
+        /// The shard.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Why.
+        reason: String,
+    },
     /// The run was stopped by a signal; the partial output was removed.
     #[error("interrupted; the partial output was removed")]
     Interrupted,

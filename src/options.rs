@@ -19,6 +19,8 @@ pub struct Options {
     pub expert_dtype: Option<Dtype>,
     /// Reproduce the reference's silent drops, listing each (`--lenient`).
     pub lenient: bool,
+    /// from-hf: dequantize FP8 weights to BF16 with their scales (`--dequantize`).
+    pub dequantize: bool,
     /// HF prefix for to-hf (`--hf-prefix`); None: the recorded one, else `backbone.`.
     pub hf_prefix: Option<HfPrefix>,
     /// Output shard cap in bytes (`--max-shard-size`).
@@ -42,6 +44,7 @@ impl Default for Options {
         Options {
             expert_dtype: None,
             lenient: false,
+            dequantize: false,
             hf_prefix: None,
             max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,
             threads: None,

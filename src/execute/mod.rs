@@ -177,6 +177,9 @@ pub fn execute(
             let dir = staging.dir().join(target.subdir);
             writer::write_index(&dir, target.plan)?;
             writer::copy_files(&catalog.dir, &dir, &target.plan.copy_files, &[INDEX_FILE])?;
+            for (rel, bytes) in &target.plan.written_files {
+                writer::write_synced(&dir.join(rel), bytes)?;
+            }
         }
     }
     if cancel.load(Ordering::Relaxed) {
@@ -350,8 +353,69 @@ fn elem_bytes(dtype: Dtype) -> u64 {
 }
 
 thread_local! {
-    /// Per-thread scratch buffers, reused across jobs: transposed bytes, then cast bytes.
+    /// Per-thread buffer for transposed bytes, reused across jobs.
+    static TRANSPOSED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread buffers for F32 values while dequantizing, and for converted bytes.
     static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The decoded scales of a job's source, if it has any.
+fn read_scales(job: &Job, catalog: &Catalog) -> Option<Scales> {
+    let scale = job.source.scale.as_ref()?;
+    let raw = catalog.shard(scale.shard).bytes(&scale.bytes);
+    let mut wide = vec![0u8; raw.len() / elem_bytes(scale.dtype) as usize * 4];
+    dtype::cast_into(scale.dtype, Dtype::F32, raw, &mut wide);
+    let values = wide
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let scale_cols = scale.cols.div_ceil(scale.block[1]);
+    Some(Scales {
+        values,
+        scale_cols,
+        block: scale.block,
+    })
+}
+
+/// Block scales of a matrix, decoded to F32.
+struct Scales {
+    values: Vec<f32>,
+    scale_cols: u64,
+    block: [u64; 2],
+}
+
+/// Converts `src` elements to `to`: through F32 multiplied by their scales when the source is
+/// quantized, else directly (no copy when the dtypes agree). Element `k`'s matrix position is `at(k)`.
+fn convert<'b>(
+    from: Dtype,
+    to: Dtype,
+    src: &'b [u8],
+    scales: Option<&Scales>,
+    at: &dyn Fn(u64) -> (u64, u64),
+    wide: &'b mut Vec<u8>,
+    out: &'b mut Vec<u8>,
+) -> &'b [u8] {
+    let n = src.len() / elem_bytes(from) as usize;
+    let Some(scales) = scales else {
+        if from == to {
+            return src;
+        }
+        out.resize(n * elem_bytes(to) as usize, 0);
+        dtype::cast_into(from, to, src, out);
+        return out;
+    };
+    wide.resize(n * 4, 0);
+    dtype::cast_into(from, Dtype::F32, src, wide);
+    for (k, value) in wide.chunks_exact_mut(4).enumerate() {
+        let (r, c) = at(k as u64);
+        let index = (r / scales.block[0]) * scales.scale_cols + c / scales.block[1];
+        let scaled = f32::from_le_bytes([value[0], value[1], value[2], value[3]])
+            * scales.values[index as usize];
+        value.copy_from_slice(&scaled.to_le_bytes());
+    }
+    out.resize(n * elem_bytes(to) as usize, 0);
+    dtype::cast_into(Dtype::F32, to, wide, out);
+    out
 }
 
 /// Runs one job; returns the output bytes written.
@@ -368,36 +432,45 @@ fn run(job: &Job, catalog: &Catalog, out: &File, out_path: &Path) -> Result<u64>
         Op::Cast(part) => {
             let size = elem_bytes(from);
             let src = &src_all[(part.start * size) as usize..(part.end * size) as usize];
-            SCRATCH.with_borrow_mut(|(_, buf)| {
-                let out_len = (part.end - part.start) * elem_bytes(job.out_dtype);
-                buf.resize(out_len as usize, 0);
-                dtype::cast_into(from, job.out_dtype, src, buf);
-                writer::write_at(out, buf, job.offset, out_path).map(|()| out_len)
+            let scales = read_scales(job, catalog);
+            let at = |k: u64| {
+                let i = part.start + k;
+                let cols = job.source.scale.as_ref().map_or(1, |s| s.cols);
+                (i / cols, i % cols)
+            };
+            SCRATCH.with_borrow_mut(|(wide, buf)| {
+                let bytes = convert(from, job.out_dtype, src, scales.as_ref(), &at, wide, buf);
+                writer::write_at(out, bytes, job.offset, out_path).map(|()| bytes.len() as u64)
             })?
         }
-        Op::Transpose { rows, cols, band } => SCRATCH.with_borrow_mut(|(transposed, cast)| {
-            let size = elem_bytes(from) as usize;
-            transposed.resize(((band.end - band.start) * rows) as usize * size, 0);
-            kernels::transpose_band(
-                src_all,
-                *rows as usize,
-                *cols as usize,
-                size,
-                band.start as usize..band.end as usize,
-                transposed,
-            );
-            let bytes = if from == job.out_dtype {
-                &transposed[..]
-            } else {
-                cast.resize(
-                    transposed.len() / size * elem_bytes(job.out_dtype) as usize,
-                    0,
+        Op::Transpose { rows, cols, band } => {
+            let scales = read_scales(job, catalog);
+            let at = |k: u64| (k % rows, band.start + k / rows);
+            TRANSPOSED.with_borrow_mut(|transposed| {
+                let size = elem_bytes(from) as usize;
+                transposed.resize(((band.end - band.start) * rows) as usize * size, 0);
+                kernels::transpose_band(
+                    src_all,
+                    *rows as usize,
+                    *cols as usize,
+                    size,
+                    band.start as usize..band.end as usize,
+                    transposed,
                 );
-                dtype::cast_into(from, job.out_dtype, transposed, cast);
-                &cast[..]
-            };
-            writer::write_at(out, bytes, job.offset, out_path).map(|()| bytes.len() as u64)
-        })?,
+                SCRATCH.with_borrow_mut(|(wide, buf)| {
+                    let bytes = convert(
+                        from,
+                        job.out_dtype,
+                        transposed,
+                        scales.as_ref(),
+                        &at,
+                        wide,
+                        buf,
+                    );
+                    writer::write_at(out, bytes, job.offset, out_path).map(|()| bytes.len() as u64)
+                })
+            })?
+        }
     };
     if let Some(range) = read_range(job) {
         shard.release(&range);

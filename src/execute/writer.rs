@@ -123,7 +123,11 @@ pub fn write_index(dir: &Path, plan: &Plan) -> Result<()> {
     write_synced(&path, text.as_bytes())
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes a whole file and fsyncs it.
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let file = File::create(path).map_err(Error::io(path, "create"))?;
     write_at(&file, bytes, 0, path)?;
     file.sync_all().map_err(Error::io(path, "sync"))

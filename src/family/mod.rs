@@ -3,6 +3,7 @@
 
 pub mod meta;
 pub mod nemotron_v3;
+pub mod quant;
 
 use std::collections::BTreeMap;
 
@@ -10,7 +11,7 @@ use crate::catalog::Catalog;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::options::Options;
-use crate::plan::OutputTensor;
+use crate::plan::{FileChanges, OutputTensor};
 
 /// Which naming scheme a checkpoint uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub struct Conversion {
     pub metadata: BTreeMap<String, String>,
     /// Input tensors dropped under `--lenient`.
     pub dropped: Vec<String>,
+    /// Non-weight files to rewrite or leave out (e.g. the quantization config after `--dequantize`).
+    pub files: FileChanges,
 }
 
 /// The naming rules of one model family.

@@ -27,6 +27,26 @@ pub struct Source {
     pub bytes: Range<u64>,
     /// Element type of those bytes.
     pub dtype: Dtype,
+    /// Quantization scales to multiply the values by (`--dequantize`); None for plain data.
+    pub scale: Option<Scale>,
+}
+
+/// The scales of a quantized matrix: `value[r][c] = stored[r][c] * scale[r / block_rows][c / block_cols]`.
+/// One scale for the whole tensor is a single block covering it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scale {
+    /// The scale tensor, for messages and dry runs.
+    pub tensor: TensorId,
+    /// The shard holding the scales.
+    pub shard: ShardId,
+    /// Absolute byte range of the scales in that shard.
+    pub bytes: Range<u64>,
+    /// Element type of the scales (F32 or BF16).
+    pub dtype: Dtype,
+    /// Columns of the scaled matrix (its row-major width).
+    pub cols: u64,
+    /// Rows and columns one scale covers.
+    pub block: [u64; 2],
 }
 
 /// How to produce one output tensor's bytes.
@@ -91,6 +111,15 @@ impl OutputTensor {
     }
 }
 
+/// How a conversion changes the non-weight files it carries over.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileChanges {
+    /// Files written with these contents instead of copied.
+    pub replace: BTreeMap<PathBuf, Vec<u8>>,
+    /// Files left out.
+    pub skip: Vec<PathBuf>,
+}
+
 /// A complete, placed conversion: what to write where, and what else to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -106,6 +135,8 @@ pub struct Plan {
     pub metadata: BTreeMap<String, String>,
     /// Non-weight files to copy, relative to `input_dir`.
     pub copy_files: Vec<PathBuf>,
+    /// Non-weight files written with new contents instead of copied (relative paths).
+    pub written_files: BTreeMap<PathBuf, Vec<u8>>,
     /// Input tensor names left out on purpose (`--lenient` drops, `--exclude-regex`).
     pub dropped: Vec<String>,
 }
@@ -122,6 +153,7 @@ impl Plan {
         metadata: BTreeMap<String, String>,
         max_shard_bytes: u64,
         dropped: Vec<String>,
+        files: FileChanges,
     ) -> Result<Plan> {
         tensors.sort_by(|a, b| natural_cmp(&a.name, &b.name));
         let plan_error = |reason: String| Error::Checkpoint {
@@ -145,7 +177,13 @@ impl Plan {
             placements,
             shards,
             metadata,
-            copy_files: catalog.other_files.clone(),
+            copy_files: catalog
+                .other_files
+                .iter()
+                .filter(|f| !files.skip.contains(f) && !files.replace.contains_key(*f))
+                .cloned()
+                .collect(),
+            written_files: files.replace,
             dropped,
         })
     }

@@ -33,6 +33,7 @@ pub fn source_of(catalog: &Catalog, id: TensorId) -> Source {
         shard: t.shard,
         bytes: t.bytes.clone(),
         dtype: t.dtype,
+        scale: None,
     }
 }
 
@@ -219,6 +220,7 @@ pub fn split(
                         shard: t.shard,
                         bytes: start..start + row_bytes,
                         dtype: t.dtype,
+                        scale: None,
                     },
                     rows,
                     cols,

@@ -14,8 +14,9 @@ use crate::catalog::{Catalog, TensorId};
 use crate::config::{LayerKind, ModelConfig};
 use crate::dtype::{self, Dtype};
 use crate::error::{Error, Result};
+use crate::family::quant::{self, Dequant};
 use crate::options::{EpSlice, Options};
-use crate::plan::{OutputTensor, Recipe};
+use crate::plan::{OutputTensor, Recipe, Source};
 
 /// The NemotronV3 family.
 #[derive(Debug)]
@@ -40,9 +41,13 @@ impl Family for NemotronV3 {
     ) -> Result<Conversion> {
         check_layout(catalog, Layout::Hf)?;
         let prefix = detect_prefix(catalog)?;
+        let dequant = dequantization(catalog, config, options)?;
         let mut conv = Conversion::default();
         let mut groups = Groups::new();
         for (id, t) in catalog.iter() {
+            if dequant.consumed.contains(&id) {
+                continue;
+            }
             if t.name.ends_with(SCALE_INV_SUFFIX) {
                 drop_or_refuse(
                     catalog,
@@ -89,6 +94,8 @@ impl Family for NemotronV3 {
             conv.tensors
                 .extend(experts::merge(catalog, &groups, &shape, out_dtype, prefix)?);
         }
+        attach_scales(&mut conv.tensors, &dequant);
+        conv.files = dequant.files;
         conv.metadata = meta::record(Layout::Internal, prefix.word());
         if let Some(ep) = options.ep {
             let e = config
@@ -136,6 +143,47 @@ impl Family for NemotronV3 {
         }
         conv.metadata = meta::record(Layout::Hf, prefix.word());
         Ok(conv)
+    }
+}
+
+/// The `--dequantize` plan; without it, a quantized input is refused unless `--lenient`
+/// asks for the reference's behaviour.
+fn dequantization(catalog: &Catalog, config: &ModelConfig, options: &Options) -> Result<Dequant> {
+    if options.dequantize {
+        return quant::plan_dequantize(catalog, config);
+    }
+    match quant::detect(catalog, config) {
+        Some(found) if !options.lenient => Err(Error::Quantized {
+            path: found.path,
+            tensor: found.tensor,
+            what: found.what,
+        }),
+        _ => Ok(Dequant::default()),
+    }
+}
+
+/// Gives every FP8 source its scales; a tensor read from one becomes BF16 (experts keep the
+/// merged dtype).
+fn attach_scales(tensors: &mut [OutputTensor], dequant: &Dequant) {
+    if dequant.scales.is_empty() {
+        return;
+    }
+    for t in tensors {
+        if let Recipe::Copy(s) = &t.recipe {
+            if dequant.scales.contains_key(&s.tensor) {
+                t.recipe = Recipe::Cast(s.clone());
+                t.dtype = Dtype::BF16;
+            }
+        }
+        let sources: &mut [Source] = match &mut t.recipe {
+            Recipe::Copy(s) | Recipe::Cast(s) | Recipe::TransposeSlice { source: s, .. } => {
+                std::slice::from_mut(s)
+            }
+            Recipe::StackTransposed { sources, .. } => sources,
+        };
+        for s in sources {
+            s.scale = dequant.scales.get(&s.tensor).cloned();
+        }
     }
 }
 

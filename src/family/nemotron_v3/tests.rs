@@ -170,6 +170,7 @@ fn source(c: &Catalog, name: &str) -> Source {
         shard: t.shard,
         bytes: t.bytes.clone(),
         dtype: t.dtype,
+        scale: None,
     }
 }
 
@@ -1120,6 +1121,7 @@ fn split_rows(
                     shard: m.shard,
                     bytes: m.bytes.start + k * row_bytes..m.bytes.start + (k + 1) * row_bytes,
                     dtype: m.dtype,
+                    scale: None,
                 },
                 rows,
                 cols,

@@ -1,0 +1,245 @@
+//! Quantized checkpoints: recognising them (ModelOpt FP8, block FP8, NVFP4) and, for
+//! `--dequantize`, pairing each FP8 weight with its scales. The naming conventions here are
+//! those of NVIDIA ModelOpt and of block-FP8 releases, shared by every family.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use crate::catalog::{Catalog, TensorEntry, TensorId};
+use crate::config::ModelConfig;
+use crate::dtype::Dtype;
+use crate::error::{Error, Result};
+use crate::plan::{FileChanges, Scale};
+
+/// ModelOpt's per-tensor scale of a weight (`value = stored * weight_scale`).
+const WEIGHT_SCALE: &str = "_scale";
+/// Block-FP8's per-block scale of a weight (`value = stored * weight_scale_inv[block]`).
+const WEIGHT_SCALE_INV: &str = "_scale_inv";
+/// NVFP4's second-level scale, the mark of a U8-packed FP4 weight.
+const WEIGHT_SCALE_2: &str = "_scale_2";
+/// Name endings of tensors that only serve quantized inference; `--dequantize` drops them.
+const SCALE_ENDINGS: [&str; 4] = [
+    "weight_scale",
+    "weight_scale_inv",
+    "weight_scale_2",
+    "input_scale",
+];
+/// The file ModelOpt writes beside a quantized checkpoint.
+pub const HF_QUANT_CONFIG: &str = "hf_quant_config.json";
+/// The block of block-FP8 when the config names none.
+const DEFAULT_BLOCK: [u64; 2] = [128, 128];
+
+/// Evidence that a checkpoint is quantized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The shard or file that shows it.
+    pub path: PathBuf,
+    /// The tensor that shows it, if it is a tensor.
+    pub tensor: String,
+    /// What was found.
+    pub what: String,
+}
+
+/// Looks for quantized weights, scale tensors or a quantization config.
+pub fn detect(catalog: &Catalog, config: &ModelConfig) -> Option<Finding> {
+    let names: BTreeMap<&str, TensorId> = catalog
+        .iter()
+        .map(|(id, t)| (t.name.as_str(), id))
+        .collect();
+    let found = |id: TensorId, what: String| Finding {
+        path: catalog.path_of(id).to_path_buf(),
+        tensor: catalog.tensor(id).name.clone(),
+        what,
+    };
+    for (id, t) in catalog.iter() {
+        let sibling = |end: &str| names.contains_key(format!("{}{end}", t.name).as_str());
+        if is_fp8(t.dtype) {
+            let kind = if sibling(WEIGHT_SCALE_INV) {
+                "block-FP8 weights with weight_scale_inv"
+            } else if sibling(WEIGHT_SCALE) {
+                "ModelOpt FP8 weights with a per-tensor weight_scale"
+            } else {
+                "FP8 weights without scales"
+            };
+            return Some(found(id, format!("{:?} {kind}", t.dtype)));
+        }
+        if t.dtype == Dtype::U8 && sibling(WEIGHT_SCALE_2) {
+            return Some(found(
+                id,
+                "U8-packed NVFP4 weights with weight_scale_2".to_string(),
+            ));
+        }
+        if t.name.ends_with("weight_scale")
+            || t.name.ends_with("input_scale")
+            || t.name.ends_with("weight_scale_2")
+        {
+            return Some(found(id, "a ModelOpt quantization scale".to_string()));
+        }
+    }
+    let declared = |path: PathBuf, what: &str| Finding {
+        path,
+        tensor: String::new(),
+        what: what.to_string(),
+    };
+    if config.quantization.is_some() {
+        return Some(declared(
+            config.path.clone(),
+            "config.json declares a quantization_config",
+        ));
+    }
+    catalog
+        .other_files
+        .iter()
+        .find(|f| f.as_os_str() == HF_QUANT_CONFIG)
+        .map(|f| declared(catalog.dir.join(f), "a ModelOpt quantization config"))
+}
+
+/// What `--dequantize` does: the scales of each FP8 weight, the scale tensors it consumes,
+/// and the config rewritten as a plain BF16 checkpoint's.
+#[derive(Debug, Default)]
+pub struct Dequant {
+    /// The scales of each FP8 weight.
+    pub scales: BTreeMap<TensorId, Scale>,
+    /// Scale tensors, left out of the output.
+    pub consumed: BTreeSet<TensorId>,
+    /// config.json without `quantization_config`; `hf_quant_config.json` left out.
+    pub files: FileChanges,
+}
+
+/// Pairs every FP8 weight with its scales and checks their shapes.
+///
+/// # Errors
+/// [`Error::Dequantize`] for NVFP4 weights, FP8 weights without scales, or scales whose
+/// shape does not fit their weight.
+pub fn plan_dequantize(catalog: &Catalog, config: &ModelConfig) -> Result<Dequant> {
+    let names: BTreeMap<&str, TensorId> = catalog
+        .iter()
+        .map(|(id, t)| (t.name.as_str(), id))
+        .collect();
+    let block = block_size(config)?;
+    let mut plan = Dequant::default();
+    for (id, t) in catalog.iter() {
+        let sibling = |end: &str| names.get(format!("{}{end}", t.name).as_str()).copied();
+        let refuse = |reason: String| Error::Dequantize {
+            path: catalog.path_of(id).to_path_buf(),
+            tensor: t.name.clone(),
+            reason,
+        };
+        if SCALE_ENDINGS.iter().any(|end| t.name.ends_with(end)) {
+            plan.consumed.insert(id);
+        } else if t.dtype == Dtype::U8 && sibling(WEIGHT_SCALE_2).is_some() {
+            return Err(refuse("NVFP4 (U8-packed FP4 with weight_scale_2) cannot be dequantized by nemoconv; dequantize it with ModelOpt first".to_string()));
+        } else if is_fp8(t.dtype) {
+            let scale = match (sibling(WEIGHT_SCALE_INV), sibling(WEIGHT_SCALE)) {
+                (Some(s), _) => block_scale(catalog, t, s, block),
+                (None, Some(s)) => tensor_scale(catalog, t, s),
+                (None, None) => Err(
+                    "FP8 weight without weight_scale or weight_scale_inv; cannot dequantize it"
+                        .to_string(),
+                ),
+            };
+            plan.scales.insert(id, scale.map_err(refuse)?);
+        }
+    }
+    let mut json = config.json.clone();
+    if let Some(map) = json
+        .as_object_mut()
+        .filter(|m| m.contains_key("quantization_config"))
+    {
+        map.remove("quantization_config");
+        let mut text = serde_json::to_vec_pretty(&json).expect("a JSON value serializes");
+        text.push(b'\n');
+        plan.files
+            .replace
+            .insert(PathBuf::from(crate::config::CONFIG_FILE), text);
+    }
+    plan.files.skip.push(PathBuf::from(HF_QUANT_CONFIG));
+    Ok(plan)
+}
+
+fn is_fp8(dtype: Dtype) -> bool {
+    matches!(dtype, Dtype::F8_E4M3 | Dtype::F8_E5M2)
+}
+
+fn block_size(config: &ModelConfig) -> Result<[u64; 2]> {
+    match config
+        .quantization
+        .as_ref()
+        .and_then(|q| q.weight_block_size.as_deref())
+    {
+        None => Ok(DEFAULT_BLOCK),
+        Some(&[r, c]) if r > 0 && c > 0 => Ok([r, c]),
+        Some(other) => Err(Error::BadConfig {
+            path: config.path.clone(),
+            reason: format!(
+                "quantization_config.weight_block_size {other:?} is not two positive numbers"
+            ),
+        }),
+    }
+}
+
+/// The matrix view `[rows, cols]` of a weight: its first dim by the rest.
+fn matrix(t: &TensorEntry) -> (u64, u64) {
+    match t.shape.split_first() {
+        Some((&rows, rest)) if !rest.is_empty() => (rows, rest.iter().product()),
+        _ => (1, t.numel()),
+    }
+}
+
+fn scale_of(
+    catalog: &Catalog,
+    id: TensorId,
+    cols: u64,
+    block: [u64; 2],
+) -> std::result::Result<Scale, String> {
+    let s = catalog.tensor(id);
+    if !matches!(s.dtype, Dtype::F32 | Dtype::BF16 | Dtype::F16) {
+        return Err(format!(
+            "its scale {:?} is {:?}; nemoconv reads F32, BF16 or F16 scales",
+            s.name, s.dtype
+        ));
+    }
+    Ok(Scale {
+        tensor: id,
+        shard: s.shard,
+        bytes: s.bytes.clone(),
+        dtype: s.dtype,
+        cols,
+        block,
+    })
+}
+
+fn block_scale(
+    catalog: &Catalog,
+    t: &TensorEntry,
+    scale: TensorId,
+    block: [u64; 2],
+) -> std::result::Result<Scale, String> {
+    let (rows, cols) = matrix(t);
+    let want = [rows.div_ceil(block[0]), cols.div_ceil(block[1])];
+    let s = catalog.tensor(scale);
+    if s.numel() != want[0] * want[1] {
+        return Err(format!(
+            "its weight_scale_inv has shape {:?}, expected {want:?} for {block:?} blocks",
+            s.shape
+        ));
+    }
+    scale_of(catalog, scale, cols, block)
+}
+
+fn tensor_scale(
+    catalog: &Catalog,
+    t: &TensorEntry,
+    scale: TensorId,
+) -> std::result::Result<Scale, String> {
+    let (rows, cols) = matrix(t);
+    let s = catalog.tensor(scale);
+    match s.numel() {
+        1 => scale_of(catalog, scale, cols, [rows.max(1), cols.max(1)]),
+        n if n == rows => scale_of(catalog, scale, cols, [1, cols.max(1)]),
+        _ => Err(format!(
+            "its weight_scale has shape {:?}; nemoconv dequantizes per-tensor or per-row scales",
+            s.shape
+        )),
+    }
+}
