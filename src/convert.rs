@@ -55,8 +55,8 @@ pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Resu
     let family = family::detect(&config)?;
     let plan_with = |options: &Options| -> Result<Plan> {
         let conversion = match direction {
-            Direction::FromHf => family.from_hf(&catalog, &config, options)?,
-            Direction::ToHf => family.to_hf(&catalog, &config, options)?,
+            Direction::FromHf => family.plan_from_hf(&catalog, &config, options)?,
+            Direction::ToHf => family.plan_to_hf(&catalog, &config, options)?,
         };
         Plan::new(
             &catalog,

@@ -6,15 +6,20 @@
 //! [`family`] turns them into a [`plan::Plan`] of output tensors and recipes, and
 //! [`execute`] writes them in parallel into an output that appears only when complete.
 //!
-//! ```no_run
-//! use std::path::Path;
+//! ```
+//! use std::path::PathBuf;
 //! use std::sync::atomic::AtomicBool;
 //! use nemoconv::{Direction, NoProgress, Options, convert};
 //!
+//! let work = std::env::temp_dir().join(format!("nemoconv-doc-{}", std::process::id()));
+//! let (internal, hf) = (work.join("internal"), work.join("hf"));
 //! let options = Options::default();
 //! let stop = AtomicBool::new(false);
-//! convert(Direction::FromHf, Path::new("ckpt/"), Path::new("internal/"), &options, &NoProgress, &stop)?;
-//! convert(Direction::ToHf, Path::new("internal/"), Path::new("hf/"), &options, &NoProgress, &stop)?;
+//! let input = [PathBuf::from("fixtures/golden/tiny/hf")];
+//! let report = convert(Direction::FromHf, &input, &internal, &options, &NoProgress, &stop)?;
+//! assert_eq!(report.summary.tensors, 43);
+//! convert(Direction::ToHf, &[internal], &hf, &options, &NoProgress, &stop)?;
+//! # std::fs::remove_dir_all(&work).unwrap();
 //! # Ok::<(), nemoconv::Error>(())
 //! ```
 #![warn(missing_docs)]
@@ -26,8 +31,10 @@ pub mod dtype;
 pub mod error;
 pub mod execute;
 pub mod family;
+pub mod inspect;
 pub mod options;
 pub mod plan;
+pub mod verify;
 
 pub use convert::{Direction, Report, convert, plan};
 pub use error::{Error, Result};

@@ -80,8 +80,7 @@ impl Staging {
             tmp,
             committed: false,
         };
-        let result = staging.commit_in_place();
-        result
+        staging.commit_in_place()
     }
 
     /// Leaves a shared work directory for the other workers and `finalize`.

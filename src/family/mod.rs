@@ -44,7 +44,7 @@ pub trait Family: Sync + std::fmt::Debug {
     ///
     /// # Errors
     /// Any rule the input breaks, naming the tensor.
-    fn from_hf(
+    fn plan_from_hf(
         &self,
         catalog: &Catalog,
         config: &ModelConfig,
@@ -55,7 +55,7 @@ pub trait Family: Sync + std::fmt::Debug {
     ///
     /// # Errors
     /// Any rule the input breaks, naming the tensor.
-    fn to_hf(
+    fn plan_to_hf(
         &self,
         catalog: &Catalog,
         config: &ModelConfig,

@@ -33,7 +33,7 @@ impl Family for NemotronV3 {
         MODEL_TYPE
     }
 
-    fn from_hf(
+    fn plan_from_hf(
         &self,
         catalog: &Catalog,
         config: &ModelConfig,
@@ -59,10 +59,10 @@ impl Family for NemotronV3 {
                 continue;
             }
             let name = names::to_internal(&t.name, prefix);
-            if let Some((layer, rest)) = names::main_layer(&name) {
-                if !check_layer(catalog, config, id, layer, rest, options, &mut conv)? {
-                    continue;
-                }
+            if let Some((layer, rest)) = names::main_layer(&name)
+                && !check_layer(catalog, config, id, layer, rest, options, &mut conv)?
+            {
+                continue;
             }
             match ExpertName::parse(&name) {
                 Some(e) => classify_expert(
@@ -106,7 +106,7 @@ impl Family for NemotronV3 {
         Ok(conv)
     }
 
-    fn to_hf(
+    fn plan_to_hf(
         &self,
         catalog: &Catalog,
         config: &ModelConfig,
@@ -169,11 +169,11 @@ fn attach_scales(tensors: &mut [OutputTensor], dequant: &Dequant) {
         return;
     }
     for t in tensors {
-        if let Recipe::Copy(s) = &t.recipe {
-            if dequant.scales.contains_key(&s.tensor) {
-                t.recipe = Recipe::Cast(s.clone());
-                t.dtype = Dtype::BF16;
-            }
+        if let Recipe::Copy(s) = &t.recipe
+            && dequant.scales.contains_key(&s.tensor)
+        {
+            t.recipe = Recipe::Cast(s.clone());
+            t.dtype = Dtype::BF16;
         }
         let sources: &mut [Source] = match &mut t.recipe {
             Recipe::Copy(s) | Recipe::Cast(s) | Recipe::TransposeSlice { source: s, .. } => {

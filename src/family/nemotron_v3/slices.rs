@@ -65,15 +65,15 @@ pub fn part_shapes(catalog: &Catalog, config: &ModelConfig) -> Result<Vec<Expert
         let _ = part;
         shapes.push(shape);
     }
-    if let Some((_, size)) = mesh {
-        if let Some(missing) = (0..size).find(|r| !ranks.contains_key(r)) {
-            return Err(Error::Checkpoint {
-                path: catalog.dir.clone(),
-                reason: format!(
-                    "rank {missing} of {size} is missing from the slices given; every rank is needed to merge"
-                ),
-            });
-        }
+    if let Some((_, size)) = mesh
+        && let Some(missing) = (0..size).find(|r| !ranks.contains_key(r))
+    {
+        return Err(Error::Checkpoint {
+            path: catalog.dir.clone(),
+            reason: format!(
+                "rank {missing} of {size} is missing from the slices given; every rank is needed to merge"
+            ),
+        });
     }
     Ok(shapes)
 }

@@ -147,11 +147,11 @@ fn from_hf_default(ck: &Ckpt, pattern: &str, n_experts: u64) -> Result<Conversio
 }
 
 fn from_hf(ck: &Ckpt, config: &ModelConfig, options: &Options) -> Result<Conversion> {
-    NemotronV3.from_hf(&ck.catalog, config, options)
+    NemotronV3.plan_from_hf(&ck.catalog, config, options)
 }
 
 fn to_hf(ck: &Ckpt, config: &ModelConfig, options: &Options) -> Result<Conversion> {
-    NemotronV3.to_hf(&ck.catalog, config, options)
+    NemotronV3.plan_to_hf(&ck.catalog, config, options)
 }
 
 fn id_of(c: &Catalog, name: &str) -> TensorId {
@@ -856,13 +856,26 @@ fn layer_beyond_pattern_is_dropped_when_lenient() {
 
 #[test]
 fn scale_inv_is_refused() {
+    let scale = "backbone.layers.0.mixer.D_scale_inv";
+    let mut tensors = hf_experts(L0, 0..2, BF16);
+    tensors.push(t(scale, F32, &[1]));
+    let ck = hf(tensors);
+    let err = from_hf_default(&ck, "E", 2).unwrap_err();
+    assert!(
+        matches!(&err, Error::Droppable { tensor, .. } if tensor == scale),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn fp8_experts_with_scale_inv_are_refused_as_quantized() {
     let scale = format!("{}_scale_inv", expert(L0, 0, "up_proj"));
     let mut tensors = hf_experts(L0, 0..2, Dtype::F8_E4M3);
     tensors.push(t(scale.as_str(), F32, &[1, 1]));
     let ck = hf(tensors);
     let err = from_hf_default(&ck, "E", 2).unwrap_err();
     assert!(
-        matches!(&err, Error::Droppable { tensor, .. } if *tensor == scale),
+        matches!(&err, Error::Quantized { what, .. } if what.contains("block-FP8")),
         "{err:?}"
     );
 }

@@ -1,0 +1,165 @@
+//! Cutting a plan into jobs: each job makes one contiguous run of output bytes from part of
+//! one source, small enough to bound memory; runs of small jobs are batched so each batch is
+//! one positioned write. Knows recipes, not tensor names.
+
+use std::ops::Range;
+
+use crate::dtype::{self, Dtype};
+use crate::plan::{Plan, Recipe, Source};
+
+/// Most bytes one job or batch produces through a buffer; bounds memory per thread.
+pub const CHUNK_BYTES: u64 = 16 << 20;
+/// Most bytes one kernel-side copy job moves, so big tensors still spread over threads.
+const COPY_CHUNK_BYTES: u64 = 256 << 20;
+/// Jobs smaller than this are batched with their neighbours to save system calls.
+const SMALL_JOB_BYTES: u64 = 1 << 20;
+
+/// How a job makes its output bytes from its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Copy source bytes `[start, end)` (relative to the source) unchanged.
+    Copy(Range<u64>),
+    /// Convert source elements `[start, end)` to the output dtype.
+    Cast(Range<u64>),
+    /// Write source columns `band` of a `[rows, cols]` matrix as output rows.
+    Transpose {
+        /// Rows of the source matrix.
+        rows: u64,
+        /// Columns of the source matrix.
+        cols: u64,
+        /// The source columns this job writes.
+        band: Range<u64>,
+    },
+}
+
+/// One unit of work: part of one source into one place of one output file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job<'p> {
+    /// What is read.
+    pub source: &'p Source,
+    /// The output dtype.
+    pub out_dtype: Dtype,
+    /// Index into the run's output files.
+    pub file: usize,
+    /// Absolute offset of the first output byte.
+    pub offset: u64,
+    /// How the bytes are made.
+    pub op: Op,
+}
+
+impl Job<'_> {
+    /// Output bytes this job writes.
+    pub fn out_len(&self) -> u64 {
+        match &self.op {
+            Op::Copy(part) => part.end - part.start,
+            Op::Cast(part) => (part.end - part.start) * elem_bytes(self.out_dtype),
+            Op::Transpose { rows, band, .. } => {
+                (band.end - band.start) * rows * elem_bytes(self.out_dtype)
+            }
+        }
+    }
+}
+
+/// The jobs of `plan`, whose shard `i` is the run's output file `base + i`, in output order.
+pub fn jobs(plan: &Plan, base: usize) -> Vec<Job<'_>> {
+    let mut jobs = Vec::new();
+    for (t, place) in plan.tensors.iter().zip(&plan.placements) {
+        let job = |source, offset, op| Job {
+            source,
+            out_dtype: t.dtype,
+            file: base + place.shard,
+            offset,
+            op,
+        };
+        match &t.recipe {
+            Recipe::Copy(s) => {
+                for part in ranges(s.bytes.end - s.bytes.start, COPY_CHUNK_BYTES) {
+                    jobs.push(job(s, place.offset + part.start, Op::Copy(part)));
+                }
+            }
+            Recipe::Cast(s) => {
+                let (from, to) = (elem_bytes(s.dtype), elem_bytes(t.dtype));
+                let numel = (s.bytes.end - s.bytes.start) / from;
+                for part in ranges(numel, CHUNK_BYTES / from.max(to)) {
+                    jobs.push(job(s, place.offset + part.start * to, Op::Cast(part)));
+                }
+            }
+            Recipe::StackTransposed {
+                sources,
+                rows,
+                cols,
+            } => {
+                let slot_bytes = rows * cols * elem_bytes(t.dtype);
+                for (k, s) in sources.iter().enumerate() {
+                    push_transpose(
+                        &mut jobs,
+                        job(s, place.offset + k as u64 * slot_bytes, Op::Copy(0..0)),
+                        *rows,
+                        *cols,
+                    );
+                }
+            }
+            Recipe::TransposeSlice { source, rows, cols } => {
+                push_transpose(
+                    &mut jobs,
+                    job(source, place.offset, Op::Copy(0..0)),
+                    *rows,
+                    *cols,
+                );
+            }
+        }
+    }
+    jobs
+}
+
+/// Groups consecutive small jobs that write one contiguous run of the same file, up to
+/// [`CHUNK_BYTES`] a group; every other job stands alone.
+pub fn batches<'p>(jobs: Vec<Job<'p>>) -> Vec<Vec<Job<'p>>> {
+    let mut out: Vec<Vec<Job<'p>>> = Vec::new();
+    let mut open_bytes = 0u64;
+    for job in jobs {
+        let len = job.out_len();
+        let joins = out.last().and_then(|b| b.last()).is_some_and(|last| {
+            len < SMALL_JOB_BYTES
+                && last.out_len() < SMALL_JOB_BYTES
+                && last.file == job.file
+                && last.offset + last.out_len() == job.offset
+                && open_bytes + len <= CHUNK_BYTES
+        });
+        match out.last_mut() {
+            Some(batch) if joins => {
+                batch.push(job);
+                open_bytes += len;
+            }
+            _ => {
+                out.push(vec![job]);
+                open_bytes = len;
+            }
+        }
+    }
+    out
+}
+
+/// Adds the transpose of one `[rows, cols]` source at `base.offset`, in bands of output rows.
+fn push_transpose<'p>(jobs: &mut Vec<Job<'p>>, base: Job<'p>, rows: u64, cols: u64) {
+    let widest = elem_bytes(base.source.dtype).max(elem_bytes(base.out_dtype));
+    let out_row_bytes = rows * elem_bytes(base.out_dtype);
+    let band_rows = (CHUNK_BYTES / (rows * widest).max(1)).max(1);
+    for band in ranges(cols, band_rows) {
+        jobs.push(Job {
+            offset: base.offset + band.start * out_row_bytes,
+            op: Op::Transpose { rows, cols, band },
+            ..base.clone()
+        });
+    }
+}
+
+fn ranges(len: u64, step: u64) -> impl Iterator<Item = Range<u64>> {
+    let step = step.max(1);
+    (0..len.div_ceil(step)).map(move |i| i * step..((i + 1) * step).min(len))
+}
+
+/// Bytes per element of a dtype the plan converts or transposes.
+pub fn elem_bytes(dtype: Dtype) -> u64 {
+    dtype::size_bytes(dtype).expect("plans only cast or transpose byte-sized dtypes") as u64
+}
