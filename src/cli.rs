@@ -172,11 +172,6 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub json: bool,
     /// Accept a documented difference as equal; repeat or separate with commas.
-    ///
-    /// fp32-params: A_log/D/dt_bias stored F32 on one side and BF16/F16 on the other are equal
-    /// if the narrower side widened equals the F32 side. expert-dtype: expert tensors may
-    /// differ in dtype if the wider side rounded (RNE) to the narrower one is equal.
-    /// embedding-name: backbone.embedding.weight and backbone.embeddings.weight are one tensor.
     #[arg(long, value_enum, value_name = "RULE", value_delimiter = ',')]
     pub allow: Vec<AllowArg>,
     /// List at most N differences (all are counted).
@@ -190,11 +185,11 @@ pub struct VerifyArgs {
 /// `--allow` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AllowArg {
-    /// F32 vs BF16/F16 A_log, D, dt_bias equal once widened.
+    /// A_log, D, dt_bias: F32 on one side, BF16/F16 on the other, equal once widened.
     Fp32Params,
-    /// Expert tensors equal once the wider dtype is rounded to the narrower.
+    /// Expert tensors of different dtypes, equal once the wider is rounded (RNE) to the narrower.
     ExpertDtype,
-    /// `embedding.weight` and `embeddings.weight` are the same tensor.
+    /// `backbone.embedding.weight` and `backbone.embeddings.weight` are the same tensor.
     EmbeddingName,
 }
 

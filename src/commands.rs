@@ -52,6 +52,22 @@ pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Inspect(args) => {
+            let found = nemoconv::inspect::inspect(&args.dir)
+                .with_context(|| format!("inspect {}", args.dir.display()))?;
+            print_stdout(&report::show(&found, args.json))
+        }
+        Command::Verify(args) => {
+            let progress = report::Bar::new(args.quiet);
+            let options = crate::cli::verify_options(&args);
+            let found = nemoconv::verify::verify(&args.a, &args.b, &options, &progress, cancel)
+                .with_context(|| format!("verify {} {}", args.a.display(), args.b.display()))?;
+            print_stdout(&report::show(&found, args.json))?;
+            Ok(match found.identical {
+                true => ExitCode::SUCCESS,
+                false => ExitCode::from(crate::EXIT_DIFFERENT),
+            })
+        }
         Command::Man => {
             let mut page = Vec::new();
             clap_mangen::Man::new(Cli::command())

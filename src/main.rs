@@ -11,15 +11,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 use nemoconv::Error;
 
-use cli::Cli;
+use cli::{Cli, Command};
 
 /// Exit code for a failed conversion (bad input, I/O).
 const EXIT_FAILURE: u8 = 1;
+/// Exit code of `verify` when the checkpoints differ.
+const EXIT_DIFFERENT: u8 = 1;
+/// Exit code of `verify` when it cannot compare (unreadable input), apart from "different".
+const EXIT_TROUBLE: u8 = 2;
 /// Exit code after SIGINT or SIGTERM, as shells report a SIGINT death.
 const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let failure = match cli.command {
+        Command::Verify(_) => EXIT_TROUBLE,
+        _ => EXIT_FAILURE,
+    };
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
     // A failure to install the handler only loses the clean-up on Ctrl-C.
@@ -30,7 +38,7 @@ fn main() -> ExitCode {
             eprintln!("nemoconv: error: {err:#}");
             match err.downcast_ref::<Error>() {
                 Some(Error::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
-                _ => ExitCode::from(EXIT_FAILURE),
+                _ => ExitCode::from(failure),
             }
         }
     }

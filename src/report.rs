@@ -131,6 +131,16 @@ pub fn json_summary(command: &str, inputs: &[PathBuf], output: &Path, report: &R
     }))
 }
 
+/// An `inspect` or `verify` report: pretty JSON with `--json`, else its text form.
+pub fn show<T: serde::Serialize + std::fmt::Display>(found: &T, json: bool) -> Vec<u8> {
+    if json {
+        let mut bytes = serde_json::to_vec_pretty(found).expect("reports serialize");
+        bytes.push(b'\n');
+        return bytes;
+    }
+    found.to_string().into_bytes()
+}
+
 fn json_line(value: &serde_json::Value) -> Vec<u8> {
     let mut bytes = serde_json::to_vec(value).expect("JSON values serialize");
     bytes.push(b'\n');
