@@ -46,6 +46,7 @@ pub enum Command {
     #[command(
         after_help = "Example:\n  nemoconv to-hf nano-internal/ nano-hf/\n  nemoconv to-hf --exclude-regex '.*_extra_state.*|lm_head' nano-internal/ nano-hf/"
     )]
+    #[command(override_usage = "nemoconv to-hf [OPTIONS] <IN>... <OUT>")]
     ToHf(ToHfArgs),
     /// Summarize a checkpoint: layout, layer pattern, experts, dtypes, shards and problems.
     #[command(
@@ -134,8 +135,9 @@ pub struct FromHfArgs {
 /// `nemoconv to-hf`.
 #[derive(Debug, Args)]
 pub struct ToHfArgs {
-    /// Input checkpoint directory in internal layout, then the output directory.
-    #[arg(value_name = "IN... OUT", num_args = 2.., required = true)]
+    /// IN...: the checkpoint in internal layout (one directory, several expert-parallel
+    /// slices of one checkpoint, or the directory holding them); then OUT, the output directory.
+    #[arg(value_name = "PATH", num_args = 2.., required = true)]
     pub paths: Vec<PathBuf>,
     /// Leave out output (HF) names matching this regex, anchored at the start like Python's re.match.
     #[arg(long, value_name = "RE", value_parser = parse_regex)]

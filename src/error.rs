@@ -285,7 +285,7 @@ pub enum Error {
         reason: String,
     },
     /// The run was stopped by a signal; the partial output was removed.
-    #[error("interrupted; the partial output was removed")]
+    #[error("interrupted by a signal; nothing was left behind")]
     Interrupted,
 }
 

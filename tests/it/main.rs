@@ -1,0 +1,17 @@
+//! nemoconv's integration tests: one binary that drives the built `nemoconv` executable on the
+//! golden fixture and on checkpoints generated in code, and checks its outputs tensor by
+//! tensor against expectations derived from the inputs or the reference's own outputs.
+
+mod builder;
+mod casts;
+mod cli;
+mod expect;
+mod from_hf;
+mod golden;
+mod harness;
+mod inspect_verify;
+mod output;
+mod reader;
+mod roundtrip;
+mod strictness;
+mod to_hf;
