@@ -55,8 +55,9 @@ pub fn finish(report: &Report, worker: Option<Worker>, quiet: bool) {
     if !quiet {
         let s = &report.summary;
         let rate = s.bytes as f64 / s.seconds.max(1e-9) / 1e9;
+        let shards = if s.shards == 1 { "shard" } else { "shards" };
         eprintln!(
-            "nemoconv: wrote {} tensors, {} bytes in {} shards in {:.2} s ({rate:.2} GB/s)",
+            "nemoconv: wrote {} tensors, {} bytes in {} {shards} in {:.2} s ({rate:.2} GB/s)",
             s.tensors, s.bytes, s.shards, s.seconds
         );
     }

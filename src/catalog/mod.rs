@@ -260,9 +260,8 @@ fn index_shards(dir: &Path, index: &ShardIndex, listing: &[PathBuf]) -> Result<V
         .iter()
         .find(|p| is_weight_file(p) && !files.iter().any(|f| p.as_os_str() == f.as_str()))
     {
-        return Err(Error::IndexMismatch {
+        return Err(Error::BadIndex {
             path: index.path.clone(),
-            tensor: String::new(),
             reason: format!(
                 "{} is in the directory but not in the index; remove it or add its tensors to the index",
                 stray.display()

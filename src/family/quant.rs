@@ -9,7 +9,8 @@ use crate::catalog::{Catalog, TensorEntry, TensorId};
 use crate::config::ModelConfig;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
-use crate::plan::{FileChanges, Scale};
+use crate::options::Options;
+use crate::plan::{FileChanges, OutputTensor, Recipe, Scale, Source};
 
 /// ModelOpt's per-tensor scale of a weight (`value = stored * weight_scale`).
 const WEIGHT_SCALE: &str = "_scale";
@@ -92,6 +93,50 @@ pub fn detect(catalog: &Catalog, config: &ModelConfig) -> Option<Finding> {
         .iter()
         .find(|f| f.as_os_str() == HF_QUANT_CONFIG)
         .map(|f| declared(catalog.dir.join(f), "a ModelOpt quantization config"))
+}
+
+/// The `--dequantize` plan; without it, a quantized input is refused unless `--lenient`
+/// asks for the reference's behaviour (an empty plan).
+///
+/// # Errors
+/// [`Error::Quantized`] for a refused input, or what [`plan_dequantize`] finds.
+pub fn plan_for(catalog: &Catalog, config: &ModelConfig, options: &Options) -> Result<Dequant> {
+    if options.dequantize {
+        return plan_dequantize(catalog, config);
+    }
+    match detect(catalog, config) {
+        Some(found) if !options.lenient => Err(Error::Quantized {
+            path: found.path,
+            tensor: found.tensor,
+            what: found.what,
+        }),
+        _ => Ok(Dequant::default()),
+    }
+}
+
+/// Gives every FP8 source its scales; a tensor read from one becomes BF16 (experts keep the
+/// merged dtype).
+pub fn attach_scales(tensors: &mut [OutputTensor], dequant: &Dequant) {
+    if dequant.scales.is_empty() {
+        return;
+    }
+    for t in tensors {
+        if let Recipe::Copy(s) = &t.recipe
+            && dequant.scales.contains_key(&s.tensor)
+        {
+            t.recipe = Recipe::Cast(s.clone());
+            t.dtype = Dtype::BF16;
+        }
+        let sources: &mut [Source] = match &mut t.recipe {
+            Recipe::Copy(s) | Recipe::Cast(s) | Recipe::TransposeSlice { source: s, .. } => {
+                std::slice::from_mut(s)
+            }
+            Recipe::StackTransposed { sources, .. } => sources,
+        };
+        for s in sources {
+            s.scale = dequant.scales.get(&s.tensor).cloned();
+        }
+    }
 }
 
 /// What `--dequantize` does: the scales of each FP8 weight, the scale tensors it consumes,

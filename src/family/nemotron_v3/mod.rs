@@ -2,6 +2,7 @@
 //! This is the only module that knows these names.
 
 mod experts;
+mod layout;
 pub mod names;
 mod slices;
 
@@ -14,9 +15,9 @@ use crate::catalog::{Catalog, TensorId};
 use crate::config::{LayerKind, ModelConfig};
 use crate::dtype::{self, Dtype};
 use crate::error::{Error, Result};
-use crate::family::quant::{self, Dequant};
+use crate::family::quant;
 use crate::options::{EpSlice, Options};
-use crate::plan::{OutputTensor, Recipe, Source};
+use crate::plan::{OutputTensor, Recipe};
 
 /// The NemotronV3 family.
 #[derive(Debug)]
@@ -39,9 +40,9 @@ impl Family for NemotronV3 {
         config: &ModelConfig,
         options: &Options,
     ) -> Result<Conversion> {
-        check_layout(catalog, Layout::Hf)?;
-        let prefix = detect_prefix(catalog)?;
-        let dequant = dequantization(catalog, config, options)?;
+        layout::check_layout(catalog, Layout::Hf)?;
+        let prefix = layout::detect_prefix(catalog)?;
+        let dequant = quant::plan_for(catalog, config, options)?;
         let mut conv = Conversion::default();
         let mut groups = Groups::new();
         for (id, t) in catalog.iter() {
@@ -94,7 +95,7 @@ impl Family for NemotronV3 {
             conv.tensors
                 .extend(experts::merge(catalog, &groups, &shape, out_dtype, prefix)?);
         }
-        attach_scales(&mut conv.tensors, &dequant);
+        quant::attach_scales(&mut conv.tensors, &dequant);
         conv.files = dequant.files;
         conv.metadata = meta::record(Layout::Internal, prefix.word());
         if let Some(ep) = options.ep {
@@ -112,7 +113,7 @@ impl Family for NemotronV3 {
         config: &ModelConfig,
         options: &Options,
     ) -> Result<Conversion> {
-        check_layout(catalog, Layout::Internal)?;
+        layout::check_layout(catalog, Layout::Internal)?;
         let recorded = catalog
             .metadata()
             .get(meta::HF_PREFIX)
@@ -143,47 +144,6 @@ impl Family for NemotronV3 {
         }
         conv.metadata = meta::record(Layout::Hf, prefix.word());
         Ok(conv)
-    }
-}
-
-/// The `--dequantize` plan; without it, a quantized input is refused unless `--lenient`
-/// asks for the reference's behaviour.
-fn dequantization(catalog: &Catalog, config: &ModelConfig, options: &Options) -> Result<Dequant> {
-    if options.dequantize {
-        return quant::plan_dequantize(catalog, config);
-    }
-    match quant::detect(catalog, config) {
-        Some(found) if !options.lenient => Err(Error::Quantized {
-            path: found.path,
-            tensor: found.tensor,
-            what: found.what,
-        }),
-        _ => Ok(Dequant::default()),
-    }
-}
-
-/// Gives every FP8 source its scales; a tensor read from one becomes BF16 (experts keep the
-/// merged dtype).
-fn attach_scales(tensors: &mut [OutputTensor], dequant: &Dequant) {
-    if dequant.scales.is_empty() {
-        return;
-    }
-    for t in tensors {
-        if let Recipe::Copy(s) = &t.recipe
-            && dequant.scales.contains_key(&s.tensor)
-        {
-            t.recipe = Recipe::Cast(s.clone());
-            t.dtype = Dtype::BF16;
-        }
-        let sources: &mut [Source] = match &mut t.recipe {
-            Recipe::Copy(s) | Recipe::Cast(s) | Recipe::TransposeSlice { source: s, .. } => {
-                std::slice::from_mut(s)
-            }
-            Recipe::StackTransposed { sources, .. } => sources,
-        };
-        for s in sources {
-            s.scale = dequant.scales.get(&s.tensor).cloned();
-        }
     }
 }
 
@@ -394,74 +354,6 @@ fn with_fp32_rule(catalog: &Catalog, id: TensorId, name: String) -> OutputTensor
 
 fn is_fp32_name(name: &str) -> bool {
     names::fp32_param(name).is_some() || name.contains(".mixer._fp32_params.")
-}
-
-/// SPEC §3.1: the one prefix of all prefixed names (`mtp.` aside); a mix is refused.
-fn detect_prefix(catalog: &Catalog) -> Result<HfPrefix> {
-    let mut first: Option<(HfPrefix, TensorId)> = None;
-    for (id, t) in catalog.iter() {
-        let Some(p) = HfPrefix::of(&t.name) else {
-            continue;
-        };
-        match first {
-            None => first = Some((p, id)),
-            Some((q, other)) if q != p => {
-                return Err(Error::MixedPrefix {
-                    path: catalog.path_of(id).to_path_buf(),
-                    tensor: t.name.clone(),
-                    prefix: p.text().to_string(),
-                    other: catalog.tensor(other).name.clone(),
-                    other_prefix: q.text().to_string(),
-                });
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(first.map_or(HfPrefix::Backbone, |(p, _)| p))
-}
-
-/// Refuses an input that is already in the layout the command produces.
-fn check_layout(catalog: &Catalog, expected: Layout) -> Result<()> {
-    let recorded = meta::recorded_layout(catalog.metadata());
-    let looks_internal = || {
-        catalog
-            .tensors
-            .iter()
-            .find(|t| MergedName::parse(&t.name).is_some() || t.name.contains("._fp32_params."))
-    };
-    let looks_hf = || {
-        catalog.tensors.iter().find(|t| {
-            HfPrefix::of(&t.name) == Some(HfPrefix::Backbone)
-                || ExpertName::parse(&t.name)
-                    .is_some_and(|e| e.param == "weight" && e.scope != "mtp.")
-        })
-    };
-    let found = match expected {
-        Layout::Hf => (recorded == Some(Layout::Internal))
-            .then(|| "its shards are marked as internal layout".to_string())
-            .or_else(|| {
-                looks_internal().map(|t| format!("tensor {:?} is in the internal layout", t.name))
-            }),
-        Layout::Internal => (recorded == Some(Layout::Hf))
-            .then(|| "its shards are marked as HF layout".to_string())
-            .or_else(|| looks_hf().map(|t| format!("tensor {:?} has an HF name", t.name))),
-    };
-    match found {
-        Some(what) => {
-            let command = if expected == Layout::Hf {
-                "to-hf"
-            } else {
-                "from-hf"
-            };
-            Err(Error::WrongLayout {
-                path: catalog.dir.clone(),
-                reason: format!(
-                    "{what}; this input is already converted, use `nemoconv {command}`"
-                ),
-            })
-        }
-        None => Ok(()),
-    }
 }
 
 #[cfg(test)]
