@@ -272,11 +272,11 @@ fn parse_worker(text: &str) -> Result<Worker, String> {
 }
 
 /// The worker share from the launcher's variables: torchrun's, else Slurm's; None alone.
-fn worker_from_env() -> anyhow::Result<Option<Worker>> {
+fn worker_from_env() -> Result<Option<Worker>, clap::Error> {
     for (rank, size) in [("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")] {
         if let (Ok(k), Ok(m)) = (std::env::var(rank), std::env::var(size)) {
             let worker = parse_worker(&format!("{k}/{m}"))
-                .map_err(|e| anyhow::anyhow!("{rank}/{size}: {e}"))?;
+                .map_err(|e| usage_error(format!("environment {rank}/{size}: {e}")))?;
             return Ok((worker.count > 1).then_some(worker));
         }
     }
@@ -284,7 +284,7 @@ fn worker_from_env() -> anyhow::Result<Option<Worker>> {
 }
 
 impl CommonArgs {
-    fn apply(&self, options: &mut Options) -> anyhow::Result<()> {
+    fn apply(&self, options: &mut Options) -> Result<(), clap::Error> {
         options.max_shard_bytes = self.max_shard_size;
         options.threads = self.threads;
         options.force = self.force;
@@ -293,19 +293,26 @@ impl CommonArgs {
             None => worker_from_env()?,
         };
         if options.worker.is_some() && self.force {
-            anyhow::bail!(
+            return Err(usage_error(
                 "--force cannot be used by workers; remove the old output before the run"
-            );
+                    .to_string(),
+            ));
         }
         Ok(())
     }
 }
 
+/// A usage error (exit code 2) in clap's format, for checks across several options.
+fn usage_error(message: String) -> clap::Error {
+    use clap::CommandFactory;
+    Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message)
+}
+
 /// The library options for `from-hf`.
 ///
 /// # Errors
-/// A rank not below the mesh size, or bad launcher variables.
-pub fn from_hf_options(args: &FromHfArgs) -> anyhow::Result<Options> {
+/// A usage error for a rank not below the mesh size, or bad launcher variables.
+pub fn from_hf_options(args: &FromHfArgs) -> Result<Options, clap::Error> {
     let mut options = Options {
         expert_dtype: args.dtype.map(|d| match d {
             DtypeArg::Bf16 => Dtype::BF16,
@@ -319,7 +326,9 @@ pub fn from_hf_options(args: &FromHfArgs) -> anyhow::Result<Options> {
     };
     match (args.ep_size, args.ep_rank) {
         (Some(size), Some(rank)) if rank >= size => {
-            anyhow::bail!("--ep-rank {rank} must be below --ep-size {size}")
+            return Err(usage_error(format!(
+                "--ep-rank {rank} must be below --ep-size {size}"
+            )));
         }
         (Some(size), Some(rank)) => options.ep = Some(EpSlice { size, rank }),
         (Some(size), None) => options.ep_all_ranks = Some(size),
@@ -332,8 +341,8 @@ pub fn from_hf_options(args: &FromHfArgs) -> anyhow::Result<Options> {
 /// The library options for `to-hf`.
 ///
 /// # Errors
-/// Bad launcher variables.
-pub fn to_hf_options(args: &ToHfArgs) -> anyhow::Result<Options> {
+/// A usage error for bad launcher variables.
+pub fn to_hf_options(args: &ToHfArgs) -> Result<Options, clap::Error> {
     let mut options = Options {
         exclude: args.exclude_regex.clone().and_then(|r| r.0),
         hf_prefix: args.hf_prefix.map(|p| match p {

@@ -16,7 +16,7 @@ use crate::report;
 pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::FromHf(args) => {
-            let options = crate::cli::from_hf_options(&args)?;
+            let options = crate::cli::from_hf_options(&args).unwrap_or_else(|e| e.exit());
             convert(
                 Direction::FromHf,
                 std::slice::from_ref(&args.input),
@@ -27,7 +27,7 @@ pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<ExitCode> {
             )
         }
         Command::ToHf(args) => {
-            let options = crate::cli::to_hf_options(&args)?;
+            let options = crate::cli::to_hf_options(&args).unwrap_or_else(|e| e.exit());
             let (output, inputs) = args.paths.split_last().expect("clap requires two paths");
             convert(
                 Direction::ToHf,
@@ -69,10 +69,7 @@ pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Man => {
-            let mut page = Vec::new();
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut page)
-                .context("render the man page")?;
+            let page = man_page().context("render the man page")?;
             print_stdout(&page)
         }
     }
@@ -107,6 +104,25 @@ fn convert(
         return print_stdout(&report::json_summary(name, inputs, output, &result));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The man page: the top-level page, then each subcommand's synopsis, options and example.
+fn man_page() -> std::io::Result<Vec<u8>> {
+    let command = Cli::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command.clone()).render(&mut page)?;
+    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("nemoconv {}", sub.get_name());
+        writeln!(page, ".SH \"{}\"", name.to_uppercase())?;
+        if let Some(about) = sub.get_about() {
+            writeln!(page, "{about}")?;
+        }
+        let man = clap_mangen::Man::new(sub.clone().bin_name(name));
+        man.render_synopsis_section(&mut page)?;
+        man.render_options_section(&mut page)?;
+        man.render_extra_section(&mut page)?;
+    }
+    Ok(page)
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is a success, as in other Unix tools.

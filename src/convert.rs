@@ -164,9 +164,48 @@ fn expand_slices(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
     }
     slices.sort();
-    Ok(if slices.is_empty() {
-        inputs.to_vec()
-    } else {
-        slices
-    })
+    if slices.is_empty() {
+        return Ok(inputs.to_vec());
+    }
+    check_slice_set(dir, &slices)?;
+    Ok(slices)
+}
+
+/// The `rank-R-of-N` directories of a multi-slice output must be all N ranks of one mesh.
+fn check_slice_set(dir: &Path, slices: &[PathBuf]) -> Result<()> {
+    let names: Vec<String> = slices
+        .iter()
+        .filter_map(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    let size = names
+        .first()
+        .and_then(|n| n.rsplit_once("-of-"))
+        .and_then(|(_, n)| n.parse::<u64>().ok());
+    let expected: Option<Vec<String>> =
+        size.map(|n| (0..n).map(|r| slice_dir_name(r, n)).collect());
+    match expected {
+        Some(expected) if expected == names => Ok(()),
+        Some(expected) => {
+            let missing: Vec<String> = expected
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| !names.contains(e))
+                .map(|(r, e)| format!("rank {r} ({e})"))
+                .collect();
+            Err(Error::Checkpoint {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "{} of the mesh missing; every rank is needed to merge",
+                    missing.join(", ")
+                ),
+            })
+        }
+        None => Err(Error::Checkpoint {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "holds directories {names:?} that are not named rank-R-of-N; give the slice directories themselves"
+            ),
+        }),
+    }
 }

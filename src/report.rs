@@ -46,9 +46,11 @@ pub fn finish(report: &Report, worker: Option<Worker>, quiet: bool) {
     for name in &report.dropped {
         eprintln!("nemoconv: dropped {name:?}");
     }
-    if let Some(w) = worker {
+    if let Some(w) = worker
+        && !quiet
+    {
         eprintln!(
-            "nemoconv: worker {}/{} done; run `nemoconv finalize OUT` once every worker is",
+            "nemoconv: worker {}/{} done; run `nemoconv finalize OUT` once every worker has finished",
             w.index, w.count
         );
     }

@@ -6,6 +6,7 @@
 mod jobs;
 pub mod kernels;
 mod run;
+mod spread;
 mod staging;
 mod writer;
 
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+pub use spread::{Worker, finalize};
 pub use staging::Staging;
 
 use crate::catalog::{Catalog, INDEX_FILE};
@@ -60,16 +62,6 @@ pub struct Target<'a> {
     pub subdir: &'a Path,
     /// What to write there.
     pub plan: &'a Plan,
-}
-
-/// One worker's share of a run spread over processes or machines: worker `index` of `count`
-/// writes shards `index, index + count, ...` of the run's one deterministic list of shards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Worker {
-    /// This worker, `< count`.
-    pub index: usize,
-    /// How many workers share the run.
-    pub count: usize,
 }
 
 /// Runs `targets` (planned from `catalog`) into `output`. Alone, the output appears only when
@@ -159,51 +151,16 @@ pub fn execute(
     }
     match worker {
         None => staging.commit()?,
-        Some(_) => staging.keep(),
+        Some(worker) => {
+            spread::mark_done(staging.dir(), worker, targets)?;
+            staging.keep();
+        }
     }
     Ok(Summary {
         tensors: targets.iter().map(|t| t.plan.tensors.len()).sum(),
         bytes: total,
         shards: files.iter().filter(|f| f.mine).count(),
         seconds: started.elapsed().as_secs_f64(),
-    })
-}
-
-/// Checks that every worker of a spread run has finished, then makes the output visible.
-///
-/// # Errors
-/// [`Error::Output`] when the work directory is missing or a shard is absent or incomplete.
-pub fn finalize(output: &Path) -> Result<()> {
-    Staging::finalize(output, |dir| {
-        let mut dirs = vec![dir.to_path_buf()];
-        let mut checked = 0;
-        while let Some(d) = dirs.pop() {
-            for entry in std::fs::read_dir(&d)
-                .map_err(Error::io(&d, "list directory"))?
-                .flatten()
-            {
-                let path = entry.path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if path.extension().is_some_and(|e| e == "partial") {
-                    return Err(Error::Output { path, reason: "is still being written (a worker is running or died); wait for it or rerun it".to_string() });
-                }
-            }
-            if d.join(INDEX_FILE).exists() {
-                Catalog::open(&d).map_err(|e| Error::Output {
-                    path: d.clone(),
-                    reason: format!("not complete: {e}; rerun the worker that writes it"),
-                })?;
-                checked += 1;
-            }
-        }
-        if checked == 0 {
-            return Err(Error::Output {
-                path: dir.to_path_buf(),
-                reason: "has no index yet; worker 0 has not finished".to_string(),
-            });
-        }
-        Ok(())
     })
 }
 

@@ -75,12 +75,18 @@ impl Staging {
             });
         }
         check(&tmp)?;
-        let staging = Staging {
-            target: target.to_path_buf(),
-            tmp,
-            committed: false,
-        };
-        staging.commit_in_place()
+        if fs::read_dir(target).is_ok_and(|mut entries| entries.next().is_some())
+            || target.is_file()
+        {
+            return Err(Error::Output {
+                path: target.to_path_buf(),
+                reason: "appeared since the workers started; finalize never replaces an output, move it away and run finalize again".to_string(),
+            });
+        }
+        sync_dir(&tmp)?;
+        fs::rename(&tmp, target)
+            .map_err(Error::io(target, "rename the finished output into place"))?;
+        sync_dir(&parent_of(target))
     }
 
     /// Leaves a shared work directory for the other workers and `finalize`.
@@ -98,11 +104,7 @@ impl Staging {
     ///
     /// # Errors
     /// [`Error::Io`] when a sync or rename fails; the old target is then still in place.
-    pub fn commit(self) -> Result<()> {
-        self.commit_in_place()
-    }
-
-    fn commit_in_place(mut self) -> Result<()> {
+    pub fn commit(mut self) -> Result<()> {
         sync_dir(&self.tmp)?;
         let parent = parent_of(&self.target);
         let old = if self.target.exists() {

@@ -5,13 +5,17 @@
 mod builder;
 mod casts;
 mod cli;
+mod cli_extras;
+mod ep;
 mod expect;
 mod from_hf;
 mod golden;
 mod harness;
 mod inspect_verify;
 mod output;
+mod quantized;
 mod reader;
 mod roundtrip;
 mod strictness;
 mod to_hf;
+mod workers;

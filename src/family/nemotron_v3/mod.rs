@@ -316,6 +316,17 @@ pub(crate) fn expert_shape(
     let inter = config
         .moe_intermediate_size
         .ok_or_else(|| config.missing("moe_intermediate_size", why))?;
+    if let Some(ep) = ep
+        && ep.size > n_experts
+    {
+        return Err(Error::Checkpoint {
+            path: config.path.clone(),
+            reason: format!(
+                "--ep-size {} is larger than n_routed_experts ({n_experts}); every rank needs at least one expert",
+                ep.size
+            ),
+        });
+    }
     let ids = ep.map_or(0..n_experts, |ep| ep.range(n_experts));
     Ok(ExpertShape { inter, ids })
 }

@@ -1,0 +1,140 @@
+//! Runs spread over processes or machines: each worker writes its share of the shards into a
+//! shared work directory and leaves a marker with a digest of the plan; `finalize` checks that
+//! every worker finished the same plan and that every shard is complete, then publishes.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::Path;
+
+use super::Target;
+use super::staging::Staging;
+use super::writer;
+use crate::catalog::{Catalog, INDEX_FILE};
+use crate::error::{Error, Result};
+
+/// Names of the markers workers leave: `.nemoconv-worker-K-of-M`.
+const MARKER_PREFIX: &str = ".nemoconv-worker-";
+
+/// One worker's share of a run spread over processes or machines: worker `index` of `count`
+/// writes shards `index, index + count, ...` of the run's one deterministic list of shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Worker {
+    /// This worker, `< count`.
+    pub index: usize,
+    /// How many workers share the run.
+    pub count: usize,
+}
+
+/// Records that `worker` has written all its shards of `targets`.
+///
+/// # Errors
+/// [`Error::Io`] naming the marker.
+pub fn mark_done(dir: &Path, worker: Worker, targets: &[Target]) -> Result<()> {
+    let path = dir.join(format!(
+        "{MARKER_PREFIX}{}-of-{}",
+        worker.index, worker.count
+    ));
+    writer::write_synced(&path, format!("{:016x}\n", digest(targets)).as_bytes())
+}
+
+/// A digest of everything the workers must agree on: every shard's name and header (names,
+/// dtypes, shapes, offsets, metadata) and the files written beside them.
+fn digest(targets: &[Target]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for target in targets {
+        target.subdir.hash(&mut hasher);
+        for shard in &target.plan.shards {
+            (&shard.file_name, &shard.header).hash(&mut hasher);
+        }
+        (&target.plan.copy_files, &target.plan.written_files).hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// Checks that every worker of a spread run finished the same plan and every shard is
+/// complete, then makes the output visible at once.
+///
+/// # Errors
+/// [`Error::Output`] when the work directory is missing, a worker has not finished, workers
+/// ran different plans, a shard is incomplete, or an output appeared meanwhile.
+pub fn finalize(output: &Path) -> Result<()> {
+    Staging::finalize(output, |dir| {
+        let markers = check_markers(dir)?;
+        check_shards(dir)?;
+        for path in markers {
+            std::fs::remove_file(&path).map_err(Error::io(&path, "remove worker marker"))?;
+        }
+        Ok(())
+    })
+}
+
+/// Every worker 0..M left a marker, all with one M and one digest; gives the markers' paths.
+fn check_markers(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut markers = Vec::new();
+    for entry in std::fs::read_dir(dir)
+        .map_err(Error::io(dir, "list work directory"))?
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some((k, m)) = name
+            .strip_prefix(MARKER_PREFIX)
+            .and_then(|r| r.split_once("-of-"))
+        {
+            let text =
+                std::fs::read_to_string(entry.path()).map_err(Error::io(entry.path(), "read"))?;
+            markers.push((k.parse::<usize>().ok(), m.parse::<usize>().ok(), text));
+        }
+    }
+    let refuse = |reason: String| {
+        Err(Error::Output {
+            path: dir.to_path_buf(),
+            reason,
+        })
+    };
+    let Some((_, Some(count), digest)) = markers.first().cloned() else {
+        return refuse(
+            "no worker has finished yet; run the workers (--worker K/M) first".to_string(),
+        );
+    };
+    if markers
+        .iter()
+        .any(|(_, m, d)| *m != Some(count) || *d != digest)
+    {
+        return refuse("workers ran with different options or worker counts; rerun them all with the same command".to_string());
+    }
+    let missing: Vec<usize> = (0..count)
+        .filter(|k| !markers.iter().any(|(i, _, _)| *i == Some(*k)))
+        .collect();
+    if !missing.is_empty() {
+        return refuse(format!(
+            "workers {missing:?} of {count} have not finished; run them, then finalize again"
+        ));
+    }
+    Ok((0..count)
+        .map(|k| dir.join(format!("{MARKER_PREFIX}{k}-of-{count}")))
+        .collect())
+}
+
+/// Every output checkpoint below `dir` opens, with every shard its index names complete.
+fn check_shards(dir: &Path) -> Result<()> {
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d)
+            .map_err(Error::io(&d, "list directory"))?
+            .flatten()
+        {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "partial") {
+                return Err(Error::Output { path, reason: "is still being written (a worker is running or died); wait for it or rerun it".to_string() });
+            }
+        }
+        if d.join(INDEX_FILE).exists() {
+            Catalog::open(&d).map_err(|e| Error::Output {
+                path: d.clone(),
+                reason: format!("not complete: {e}; rerun the worker that writes it"),
+            })?;
+        }
+    }
+    Ok(())
+}
