@@ -40,7 +40,7 @@ enum Preset {
     /// Real Nano shapes with four MoE layers (pattern MEM*EMEM*E), about 12 GB.
     #[value(name = "nano-slice-x2")]
     NanoSliceX2,
-    /// About 20,000 small tensors: 74 MoE layers of 128 experts, H=64, I=16.
+    /// About 20,000 small tensors: 74 MoE layers of 128 experts of 64 KiB (H=256, I=128).
     #[value(name = "many-tensors")]
     ManyTensors,
 }
@@ -52,7 +52,7 @@ impl Preset {
             Preset::Tiny => (model::TINY, "ME*E-M".into(), 7_000),
             Preset::NanoSlice => (model::NANO, "MEM*E".into(), HF_MAX_SHARD),
             Preset::NanoSliceX2 => (model::NANO, "MEM*E".repeat(2), HF_MAX_SHARD),
-            Preset::ManyTensors => (model::MANY, "MEM*E".repeat(37), 16_000_000),
+            Preset::ManyTensors => (model::MANY, "MEM*E".repeat(37), 500_000_000),
         }
     }
 }

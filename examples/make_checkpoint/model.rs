@@ -96,20 +96,20 @@ pub const NANO: Dims = Dims {
 
 /// Small shapes with many experts, so that per-tensor overhead dominates.
 pub const MANY: Dims = Dims {
-    hidden: 64,
-    vocab: 256,
+    hidden: 256,
+    vocab: 1024,
     experts: 128,
-    moe_inter: 16,
-    shared_inter: 32,
-    mlp_inter: 64,
+    moe_inter: 128,
+    shared_inter: 128,
+    mlp_inter: 256,
     mamba_heads: 8,
-    mamba_head_dim: 8,
+    mamba_head_dim: 32,
     n_groups: 2,
     ssm_state: 16,
     conv_kernel: 4,
     attn_heads: 4,
     kv_heads: 2,
-    head_dim: 16,
+    head_dim: 64,
 };
 
 /// Everything that decides which tensors a checkpoint has.

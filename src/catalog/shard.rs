@@ -60,6 +60,9 @@ impl Shard {
         // SAFETY: the map is read-only and nemoconv never writes its inputs; a file changed by
         // another process while we run is outside what any reader of safetensors can guard.
         let mmap = unsafe { Mmap::map(&file) }.map_err(Error::io(path, "mmap"))?;
+        // No fault-around: it would map neighbouring pages that were already released and
+        // keep them resident. A refusal only costs memory, so its error is ignored.
+        let _ = mmap.advise(memmap2::Advice::Random);
         let (metadata, entries) = parse_header(&mmap).map_err(|reason| Error::BadShard {
             path: path.to_path_buf(),
             reason,
@@ -83,24 +86,23 @@ impl Shard {
     }
 
     /// Tells the kernel that the pages of `range` are no longer needed, so they leave our
-    /// resident set (the page cache keeps them).
+    /// resident set (the page cache keeps them). The range is widened to the kernel's
+    /// fault-around blocks: reading a neighbour maps its whole block again, so releasing
+    /// less would leave the edges of every tensor resident.
     pub fn release(&self, range: &Range<u64>) {
-        let page = page_size();
-        let start = (range.start as usize / page) * page;
-        let end = (range.end as usize).min(self.mmap.len());
+        let block = FAULT_AROUND_BYTES.max(page_size());
+        let start = range.start as usize / block * block;
+        let end = (range.end as usize).next_multiple_of(block).min(self.mmap.len());
         if end > start {
             // SAFETY: the map is read-only and file-backed: dropped pages are re-read from
             // the file on the next access, so no reader can observe a change.
-            let _ = unsafe {
-                self.mmap.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    start,
-                    end - start,
-                )
-            };
+            let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
         }
     }
 }
+
+/// The kernel's default `fault_around_bytes`: a read fault maps this aligned block.
+const FAULT_AROUND_BYTES: usize = 64 << 10;
 
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.

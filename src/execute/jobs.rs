@@ -7,8 +7,9 @@ use std::ops::Range;
 use crate::dtype::{self, Dtype};
 use crate::plan::{Plan, Recipe, Source};
 
-/// Most bytes one job or batch produces through a buffer; bounds memory per thread.
-pub const CHUNK_BYTES: u64 = 16 << 20;
+/// Most bytes one job or batch produces through a buffer: bounds memory per thread, and
+/// small enough that the kernel copies a batch out of cache right after it was made.
+pub const CHUNK_BYTES: u64 = 4 << 20;
 /// Most bytes one kernel-side copy job moves, so big tensors still spread over threads.
 const COPY_CHUNK_BYTES: u64 = 256 << 20;
 /// Jobs smaller than this are batched with their neighbours to save system calls.
