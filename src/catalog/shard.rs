@@ -101,8 +101,9 @@ impl Shard {
     }
 }
 
-/// The kernel's default `fault_around_bytes`: a read fault maps this aligned block.
-const FAULT_AROUND_BYTES: usize = 64 << 10;
+/// The most a read fault maps at once: the default `fault_around_bytes` is 64 KiB, but a
+/// large page-cache folio is mapped whole, up to a 2 MiB huge page.
+const FAULT_AROUND_BYTES: usize = 2 << 20;
 
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
