@@ -178,34 +178,35 @@ fn check_slice_set(dir: &Path, slices: &[PathBuf]) -> Result<()> {
         .filter_map(|p| p.file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .collect();
-    let size = names
+    let refuse = |reason: String| {
+        Err(Error::Checkpoint {
+            path: dir.to_path_buf(),
+            reason,
+        })
+    };
+    let Some(size) = names
         .first()
         .and_then(|n| n.rsplit_once("-of-"))
-        .and_then(|(_, n)| n.parse::<u64>().ok());
-    let expected: Option<Vec<String>> =
-        size.map(|n| (0..n).map(|r| slice_dir_name(r, n)).collect());
-    match expected {
-        Some(expected) if expected == names => Ok(()),
-        Some(expected) => {
-            let missing: Vec<String> = expected
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| !names.contains(e))
-                .map(|(r, e)| format!("rank {r} ({e})"))
-                .collect();
-            Err(Error::Checkpoint {
-                path: dir.to_path_buf(),
-                reason: format!(
-                    "{} of the mesh missing; every rank is needed to merge",
-                    missing.join(", ")
-                ),
-            })
-        }
-        None => Err(Error::Checkpoint {
-            path: dir.to_path_buf(),
-            reason: format!(
-                "holds directories {names:?} that are not named rank-R-of-N; give the slice directories themselves"
-            ),
-        }),
+        .and_then(|(_, n)| n.parse::<u64>().ok())
+    else {
+        return refuse(format!(
+            "holds directories {names:?} that are not named rank-R-of-N; give the slice directories themselves"
+        ));
+    };
+    // A name may claim any mesh size: ranks are looked up, never all spelled out.
+    let missing: Vec<String> = (0..size)
+        .filter(|&r| !names.contains(&slice_dir_name(r, size)))
+        .take(names.len() + 1)
+        .map(|r| format!("rank {r} ({})", slice_dir_name(r, size)))
+        .collect();
+    match (missing.is_empty(), names.len() as u64 == size) {
+        (true, true) => Ok(()),
+        (true, false) => refuse(format!(
+            "holds {names:?}, which are not the {size} slices of one mesh; give the slice directories themselves"
+        )),
+        (false, _) => refuse(format!(
+            "{} of {size} missing; every rank of the mesh is needed to merge",
+            missing.join(", ")
+        )),
     }
 }

@@ -11,7 +11,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system call on a file or directory failed.
-    #[error("{path}: {action}: {source}")]
+    #[error("{path}: {action}")]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -23,7 +23,8 @@ pub enum Error {
     },
     /// The input path does not exist or is not a directory.
     #[error(
-        "{path}: not a directory; give the checkpoint directory (it holds config.json and *.safetensors)"
+        "{path}: {}; give the checkpoint directory (it holds config.json and *.safetensors)",
+        if path.exists() { "not a directory" } else { "does not exist" }
     )]
     NotADirectory {
         /// The path given.
@@ -254,7 +255,7 @@ pub enum Error {
         reason: String,
     },
     /// `--exclude-regex` could not decide on a name (it backtracked past its limit).
-    #[error("--exclude-regex {pattern:?} on {tensor:?}: {source}; simplify the pattern")]
+    #[error("--exclude-regex {pattern:?} could not decide on {tensor:?}; simplify the pattern")]
     ExcludeRegex {
         /// The pattern.
         pattern: String,

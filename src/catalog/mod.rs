@@ -42,8 +42,20 @@ pub struct TensorEntry {
 impl TensorEntry {
     /// Number of elements.
     pub fn numel(&self) -> u64 {
-        self.shape.iter().product()
+        numel(&self.shape)
     }
+}
+
+/// Elements of a shape: 0 when any dim is 0 (whatever the others claim), else the product,
+/// saturated (the header check guarantees real tensors fit their bytes).
+pub fn numel(shape: &[u64]) -> u64 {
+    if shape.contains(&0) {
+        return 0;
+    }
+    shape
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .unwrap_or(u64::MAX)
 }
 
 /// One input directory of a catalog.

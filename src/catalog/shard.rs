@@ -92,11 +92,19 @@ impl Shard {
     pub fn release(&self, range: &Range<u64>) {
         let block = FAULT_AROUND_BYTES.max(page_size());
         let start = range.start as usize / block * block;
-        let end = (range.end as usize).next_multiple_of(block).min(self.mmap.len());
+        let end = (range.end as usize)
+            .next_multiple_of(block)
+            .min(self.mmap.len());
         if end > start {
             // SAFETY: the map is read-only and file-backed: dropped pages are re-read from
             // the file on the next access, so no reader can observe a change.
-            let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+            let _ = unsafe {
+                self.mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
         }
     }
 }
@@ -156,10 +164,24 @@ fn explain(file: &[u8], err: &safetensors::SafeTensorError) -> String {
             claimed_len(file),
             file.len() as u64 - HEADER_LEN_BYTES
         ),
-        E::MetadataIncompleteBuffer => {
-            "the data section does not end where the header says (truncated, or bytes appended)"
-                .to_string()
-        }
+        E::MetadataIncompleteBuffer => match last_tensor(file) {
+            Some((name, end)) if end > data_len(file) => format!(
+                "tensor {name:?}: its data ends at byte {end} of the data section, which holds only {} bytes (truncated?)",
+                data_len(file)
+            ),
+            Some((name, end)) => format!(
+                "{} bytes follow the data of the last tensor {name:?} (which ends at byte {end}); the file has bytes appended",
+                data_len(file).saturating_sub(end)
+            ),
+            None => {
+                "the data section does not end where the header says (truncated, or bytes appended)"
+                    .to_string()
+            }
+        },
+        E::InvalidHeaderDeserialization(_) => match find_unreadable_entry(file) {
+            Some((name, why)) => format!("tensor {name:?}: {why}"),
+            None => err.to_string(),
+        },
         E::TensorInvalidInfo | E::MisalignedSlice | E::ValidationOverflow => {
             match find_bad_tensor(file) {
                 Some(name) => {
@@ -182,12 +204,49 @@ fn claimed_len(file: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
+/// The header's entries as JSON values, for diagnosing a header the crate refused.
+fn header_entries(file: &[u8]) -> Option<BTreeMap<String, serde_json::Value>> {
+    let end = usize::try_from(claimed_len(file)).ok()?.checked_add(8)?;
+    serde_json::from_slice(file.get(8..end)?).ok()
+}
+
+/// Bytes after the header.
+fn data_len(file: &[u8]) -> u64 {
+    (file.len() as u64).saturating_sub(HEADER_LEN_BYTES.saturating_add(claimed_len(file)))
+}
+
+/// The tensor whose data ends last, and where.
+fn last_tensor(file: &[u8]) -> Option<(String, u64)> {
+    header_entries(file)?
+        .into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .filter_map(|(name, value)| {
+            Some((
+                name,
+                serde_json::from_value::<TensorInfo>(value)
+                    .ok()?
+                    .data_offsets
+                    .1 as u64,
+            ))
+        })
+        .max_by_key(|(_, end)| *end)
+}
+
+/// The first entry that is not a tensor description (unknown dtype, missing field ...).
+fn find_unreadable_entry(file: &[u8]) -> Option<(String, String)> {
+    header_entries(file)?
+        .into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .find_map(|(name, value)| {
+            serde_json::from_value::<TensorInfo>(value)
+                .err()
+                .map(|e| (name, format!("not a valid tensor entry: {e}")))
+        })
+}
+
 /// Finds the first tensor whose dtype and shape disagree with its data offsets.
 fn find_bad_tensor(file: &[u8]) -> Option<String> {
-    let end = usize::try_from(claimed_len(file)).ok()?.checked_add(8)?;
-    let header: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(file.get(8..end)?).ok()?;
-    header
+    header_entries(file)?
         .into_iter()
         .filter(|(name, _)| name != "__metadata__")
         .find_map(|(name, value)| {

@@ -60,7 +60,13 @@ const BLOCK: usize = 8;
 /// The 2-byte case (BF16, F16: nearly every expert) with 8x8 register blocks inside each
 /// cache tile; the edges that do not fill a block are moved one element at a time.
 #[cfg(target_arch = "x86_64")]
-fn transpose_2_sse2(src: &[u8], rows: usize, cols: usize, band: std::ops::Range<usize>, dst: &mut [u8]) {
+fn transpose_2_sse2(
+    src: &[u8],
+    rows: usize,
+    cols: usize,
+    band: std::ops::Range<usize>,
+    dst: &mut [u8],
+) {
     assert!(src.len() >= rows * cols * 2 && dst.len() >= band.len() * rows * 2 && band.end <= cols);
     for r0 in (0..rows).step_by(TILE) {
         let r1 = (r0 + TILE).min(rows);
@@ -74,7 +80,12 @@ fn transpose_2_sse2(src: &[u8], rows: usize, cols: usize, band: std::ops::Range<
                     // loads src[(r+i)*cols + c ..][..8] and the eight stores
                     // dst[(c+j-band.start)*rows + r ..][..8] lie in the slices checked above.
                     unsafe {
-                        block_8x8_u16(src.as_ptr().add((r * cols + c) * 2), cols, dst.as_mut_ptr().add(((c - band.start) * rows + r) * 2), rows);
+                        block_8x8_u16(
+                            src.as_ptr().add((r * cols + c) * 2),
+                            cols,
+                            dst.as_mut_ptr().add(((c - band.start) * rows + r) * 2),
+                            rows,
+                        );
                     }
                 }
             }
@@ -101,7 +112,16 @@ unsafe fn block_8x8_u16(src: *const u8, src_stride: usize, dst: *mut u8, dst_str
     // SAFETY: the caller guarantees the rows; loads and stores are unaligned.
     unsafe {
         let row = |i: usize| _mm_loadu_si128(src.add(i * src_stride * 2).cast());
-        let (a0, a1, a2, a3, a4, a5, a6, a7) = (row(0), row(1), row(2), row(3), row(4), row(5), row(6), row(7));
+        let (a0, a1, a2, a3, a4, a5, a6, a7) = (
+            row(0),
+            row(1),
+            row(2),
+            row(3),
+            row(4),
+            row(5),
+            row(6),
+            row(7),
+        );
         let (b0, b1) = (_mm_unpacklo_epi16(a0, a1), _mm_unpackhi_epi16(a0, a1));
         let (b2, b3) = (_mm_unpacklo_epi16(a2, a3), _mm_unpackhi_epi16(a2, a3));
         let (b4, b5) = (_mm_unpacklo_epi16(a4, a5), _mm_unpackhi_epi16(a4, a5));
@@ -179,7 +199,11 @@ mod tests {
         for band in [0..cols, 0..8, 3..11, 8..37, 36..37] {
             let mut out = vec![0; band.len() * rows * 2];
             transpose_band(&src, rows, cols, 2, band.clone(), &mut out);
-            assert_eq!(out, full[band.start * rows * 2..band.end * rows * 2], "band {band:?}");
+            assert_eq!(
+                out,
+                full[band.start * rows * 2..band.end * rows * 2],
+                "band {band:?}"
+            );
         }
     }
 

@@ -166,6 +166,11 @@ fn check_target(target: &Path, inputs: &[&Path], force: bool) -> Result<()> {
     let abs_target = absolute(target)?;
     for input in inputs {
         let abs_input = fs::canonicalize(input).map_err(Error::io(*input, "resolve input path"))?;
+        if abs_target == abs_input {
+            return refuse(
+                "the output is the input checkpoint itself; choose another directory, the input is never modified",
+            );
+        }
         if abs_target.starts_with(&abs_input) {
             return refuse(
                 "the output is inside the input checkpoint; choose a directory outside it",

@@ -64,7 +64,12 @@ pub fn write_at(file: &File, bytes: &[u8], offset: u64, path: &Path) -> Result<(
 pub fn start_writeback(file: &File, offset: u64, len: u64) {
     // SAFETY: sync_file_range only reads the descriptor and three integers.
     unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as i64,
+            len as i64,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
     }
 }
 
@@ -158,10 +163,11 @@ pub fn copy_files(from: &Path, to: &Path, files: &[PathBuf], skip: &[&str]) -> R
         if let Some(parent) = dst.parent() {
             fs::create_dir_all(parent).map_err(Error::io(parent, "create directory"))?;
         }
-        fs::copy(from.join(rel), &dst).map_err(Error::io(from.join(rel), "copy"))?;
-        File::open(&dst)
-            .and_then(|f| f.sync_all())
-            .map_err(Error::io(&dst, "sync"))?;
+        let src = from.join(rel);
+        let mut input = File::open(&src).map_err(Error::io(&src, "open"))?;
+        let mut output = File::create(&dst).map_err(Error::io(&dst, "create"))?;
+        std::io::copy(&mut input, &mut output).map_err(Error::io(&dst, "copy into"))?;
+        output.sync_all().map_err(Error::io(&dst, "sync"))?;
     }
     Ok(())
 }

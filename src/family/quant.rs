@@ -226,7 +226,7 @@ fn block_size(config: &ModelConfig) -> Result<[u64; 2]> {
 /// The matrix view `[rows, cols]` of a weight: its first dim by the rest.
 fn matrix(t: &TensorEntry) -> (u64, u64) {
     match t.shape.split_first() {
-        Some((&rows, rest)) if !rest.is_empty() => (rows, rest.iter().product()),
+        Some((&rows, rest)) if !rest.is_empty() => (rows, crate::catalog::numel(rest)),
         _ => (1, t.numel()),
     }
 }

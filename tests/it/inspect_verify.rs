@@ -133,7 +133,7 @@ fn verify_of_unreadable_input_exits_2() {
         .assert()
         .code(2);
     assert!(
-        stderr(&run).contains("missing: not a directory"),
+        stderr(&run).contains("missing: does not exist"),
         "{}",
         stderr(&run)
     );

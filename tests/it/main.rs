@@ -2,16 +2,20 @@
 //! golden fixture and on checkpoints generated in code, and checks its outputs tensor by
 //! tensor against expectations derived from the inputs or the reference's own outputs.
 
+mod bad_input;
+mod broken;
 mod builder;
 mod casts;
 mod cli;
 mod cli_extras;
 mod ep;
 mod expect;
+mod faults;
 mod from_hf;
 mod golden;
 mod harness;
 mod inspect_verify;
+mod mutation;
 mod output;
 mod quantized;
 mod reader;

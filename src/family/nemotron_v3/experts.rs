@@ -120,16 +120,19 @@ fn complete_ids(
     shape: &ExpertShape,
     name_of: &dyn Fn(u64) -> String,
 ) -> Result<Vec<TensorId>> {
-    let missing: Vec<u64> = shape
-        .ids
-        .clone()
-        .filter(|id| !members.contains_key(id))
-        .collect();
-    if let Some(&first) = missing.first() {
+    // Counted, never listed: n_routed_experts comes from the config and may be huge.
+    let wanted = shape.ids.end - shape.ids.start;
+    let present = members.range(shape.ids.clone()).count() as u64;
+    if present < wanted {
+        let first = shape
+            .ids
+            .clone()
+            .find(|id| !members.contains_key(id))
+            .expect("fewer present than wanted");
         return Err(Error::MissingExperts {
             path: catalog.dir.clone(),
             tensor: name_of(first),
-            n_missing: missing.len(),
+            n_missing: usize::try_from(wanted - present).unwrap_or(usize::MAX),
         });
     }
     Ok(shape.ids.clone().map(|id| members[&id]).collect())
