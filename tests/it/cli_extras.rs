@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 
 use crate::builder::{Checkpoint, CheckpointBuilder, Files};
 use crate::harness::{
-    INDEX_FILE, Run, assert_same_tensors, assert_valid_output, dir_entries, files_below, from_hf,
-    nemoconv, read_checkpoint, read_shard, shard_files, tempdir, to_hf,
+    INDEX_FILE, Run, assert_same_tensors, assert_valid_output, dir_entries, file_bytes,
+    files_below, from_hf, nemoconv, read_checkpoint, read_shard, shard_files, tempdir, to_hf,
 };
 
 /// A small HF checkpoint in three shards, with a tokenizer file to copy.
@@ -46,17 +46,6 @@ fn layout(dir: &Path) -> Placed {
         }
     }
     out
-}
-
-/// Every file below `dir` with its bytes.
-fn file_bytes(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    files_below(dir)
-        .into_iter()
-        .map(|rel| {
-            let bytes = std::fs::read(dir.join(&rel)).expect("read file");
-            (rel, bytes)
-        })
-        .collect()
 }
 
 /// Parses stdout as exactly one JSON value (nothing before or after but whitespace).

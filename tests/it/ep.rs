@@ -3,7 +3,6 @@
 //! reference slices and against expectations computed here from the inputs; plus the checks
 //! that refuse slices which do not form one checkpoint.
 
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
@@ -11,8 +10,8 @@ use crate::builder::{Checkpoint, CheckpointBuilder, Dt, Files};
 use crate::expect;
 use crate::harness::{
     Run, Tensors, assert_refused, assert_same_file, assert_same_tensors, assert_valid_output,
-    dir_entries, files_below, fixture, from_hf, nemoconv, read_checkpoint, read_shard, sha256_dir,
-    shard_files, tempdir, to_hf,
+    dir_entries, file_bytes, files_below, fixture, from_hf, nemoconv, read_checkpoint, read_shard,
+    sha256_dir, shard_files, tempdir, to_hf,
 };
 
 fn golden(rel: &str) -> PathBuf {
@@ -92,17 +91,6 @@ fn assert_slice_metadata(dir: &Path, n_experts: u64, n: u64, r: u64) {
             Some("internal")
         );
     }
-}
-
-/// Every file below `dir` with its bytes.
-fn file_bytes(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    files_below(dir)
-        .into_iter()
-        .map(|rel| {
-            let bytes = std::fs::read(dir.join(&rel)).expect("read file");
-            (rel, bytes)
-        })
-        .collect()
 }
 
 /// `nemoconv to-hf OPTIONS... IN... OUT`; every input is checked unchanged.

@@ -2,6 +2,7 @@
 //! `nemoconv` binary run with its output captured (and shown in full when an assertion
 //! fails), directory digests, and the safetensors reader of `reader.rs`, re-exported.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
@@ -207,4 +208,15 @@ pub fn assert_refused(run: &Run, output: &Path, culprit: &str, place: &str) {
     if !leftovers.is_empty() {
         run.fail(&format!("left behind beside the output: {leftovers:?}"));
     }
+}
+
+/// Every file below `dir` with its bytes.
+pub fn file_bytes(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    files_below(dir)
+        .into_iter()
+        .map(|rel| {
+            let bytes = std::fs::read(dir.join(&rel)).expect("read file");
+            (rel, bytes)
+        })
+        .collect()
 }

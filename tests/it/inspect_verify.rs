@@ -8,15 +8,7 @@ use assert_cmd::assert::Assert;
 use tempfile::TempDir;
 
 fn golden(rel: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/golden/tiny")
-        .join(rel);
-    assert!(
-        path.exists(),
-        "fixture {} is missing; see fixtures/README.md",
-        path.display()
-    );
-    path
+    crate::harness::fixture(&format!("golden/tiny/{rel}"))
 }
 
 fn nemoconv() -> Command {

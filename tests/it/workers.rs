@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use crate::builder::{CheckpointBuilder, Files};
-use crate::harness::{Run, dir_entries, files_below, nemoconv, sha256_dir, shard_files, tempdir};
+use crate::harness::{Run, dir_entries, file_bytes, nemoconv, sha256_dir, shard_files, tempdir};
 
 /// Workers in every spread run here.
 const M: usize = 3;
@@ -90,17 +90,6 @@ fn finalize(out: &Path) -> Run {
 fn work_dir(out: &Path) -> PathBuf {
     let name = out.file_name().unwrap().to_string_lossy();
     out.with_file_name(format!(".{name}.nemoconv-tmp-work"))
-}
-
-/// Every file below `dir` with its bytes.
-fn file_bytes(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    files_below(dir)
-        .into_iter()
-        .map(|rel| {
-            let bytes = std::fs::read(dir.join(&rel)).expect("read file");
-            (rel, bytes)
-        })
-        .collect()
 }
 
 /// Asserts that `actual` holds exactly the files of `expected`, byte for byte.
