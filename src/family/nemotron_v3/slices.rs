@@ -20,7 +20,7 @@ pub fn part_shapes(catalog: &Catalog, config: &ModelConfig) -> Result<Vec<Expert
     let mut shapes = Vec::with_capacity(catalog.parts.len());
     let mut ranks: BTreeMap<u64, usize> = BTreeMap::new();
     let mut mesh: Option<(u64, u64)> = None;
-    for (p, part) in catalog.parts.iter().enumerate() {
+    for p in 0..catalog.parts.len() {
         let metadata = catalog.part_metadata(p);
         let ep = meta::recorded_ep(metadata);
         let recorded_e = metadata
@@ -62,7 +62,6 @@ pub fn part_shapes(catalog: &Catalog, config: &ModelConfig) -> Result<Vec<Expert
                 ));
             }
         }
-        let _ = part;
         shapes.push(shape);
     }
     if let Some((_, size)) = mesh
