@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use crate::catalog::Catalog;
-use crate::config::ModelConfig;
+use crate::config::{CONFIG_FILE, ModelConfig};
 use crate::error::{Error, Result};
 use crate::execute::{self, Progress, Summary, Target};
 use crate::family;
@@ -51,7 +51,14 @@ pub fn slice_dir_name(rank: u64, size: u64) -> String {
 pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Result<Planned> {
     let inputs = expand_slices(inputs)?;
     let catalog = Catalog::open_parts(&inputs)?;
-    let config = ModelConfig::open(&inputs[0])?;
+    let config = match direction {
+        // The reference's internal outputs carry no config.json; to-hf then infers E and I
+        // from the merged tensors (and still checks every one of them).
+        Direction::ToHf if !inputs[0].join(CONFIG_FILE).exists() => {
+            ModelConfig::from_json("{}", &inputs[0].join(CONFIG_FILE))?
+        }
+        _ => ModelConfig::open(&inputs[0])?,
+    };
     let family = family::detect(&config)?;
     let plan_with = |options: &Options| -> Result<Plan> {
         let conversion = match direction {

@@ -81,6 +81,27 @@ fn to_hf_of_reference_internal_equals_reference_roundtrip() {
 }
 
 #[test]
+fn to_hf_of_reference_internal_without_config_infers_e_and_i() {
+    // As the reference wrote it: no config.json. E and I come from the merged tensors.
+    let tmp = tempdir();
+    let out = tmp.path().join("hf");
+    to_hf(&[], &golden("internal"), &out).success();
+    let actual = assert_valid_output(&out);
+    assert_same_tensors(&actual, &read_checkpoint(&golden("roundtrip_hf")));
+}
+
+#[test]
+fn to_hf_of_a_nemo_slice_without_recorded_rank_is_refused() {
+    // NeMo's own slice (dtensor_info.json, no nemoconv metadata) does not say which experts
+    // it holds: exporting it under ids 0..n would be silently wrong.
+    let tmp = tempdir();
+    let out = tmp.path().join("hf");
+    let run = to_hf(&[], &golden("internal_ep2_r1"), &out);
+    run.code(1).stderr_has("dtensor_info.json");
+    assert!(!out.exists(), "no output may appear");
+}
+
+#[test]
 fn golden_round_trip_gives_back_the_hf_input() {
     let tmp = tempdir();
     let internal = our_internal(tmp.path());

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::expert_shape;
 use super::experts::ExpertShape;
-use super::names::MergedName;
+use super::names::{MergedName, Proj};
 use crate::catalog::Catalog;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -30,6 +30,7 @@ pub fn part_shapes(catalog: &Catalog, config: &ModelConfig) -> Result<Vec<Expert
         if recorded_e.is_some() {
             config.n_routed_experts = recorded_e;
         }
+        infer_missing_sizes(catalog, p, &mut config)?;
         let shape = expert_shape(&config, ep, "to split merged experts")?;
         if catalog.parts.len() > 1 {
             let Some(ep) = ep else {
@@ -76,6 +77,44 @@ pub fn part_shapes(catalog: &Catalog, config: &ModelConfig) -> Result<Vec<Expert
     }
     Ok(shapes)
 }
+
+/// Fills E and I from the merged tensors when the config lacks them (the reference's own
+/// internal outputs come without config.json): E is the first dim of a merged tensor of an
+/// unsliced part, I the inner dim of `gate_and_up_projs` or `down_projs`. The split then
+/// checks every merged tensor against these values.
+///
+/// # Errors
+/// [`Error::Checkpoint`] for a NeMo slice (`dtensor_info.json`) without E: its merged tensors
+/// hold only some experts, and which ones is not recorded.
+fn infer_missing_sizes(catalog: &Catalog, part: usize, config: &mut ModelConfig) -> Result<()> {
+    let mut merged = catalog
+        .tensors
+        .iter()
+        .filter(|t| t.part == part)
+        .filter_map(|t| Some((MergedName::parse(&t.name)?, &t.shape)));
+    let Some((name, shape)) = merged.next() else {
+        return Ok(());
+    };
+    let [n, a, b] = shape[..] else { return Ok(()) };
+    if config.n_routed_experts.is_none() && meta::recorded_ep(catalog.part_metadata(part)).is_none()
+    {
+        if catalog.parts[part].dir.join(NEMO_DTENSOR_INFO).exists() {
+            return Err(slice_error(
+                catalog,
+                part,
+                "is an expert-parallel slice saved by NeMo (dtensor_info.json) whose rank is not recorded; make slices with `nemoconv from-hf --ep-size N --ep-rank R`, which records it",
+            ));
+        }
+        config.n_routed_experts = Some(n);
+    }
+    if config.moe_intermediate_size.is_none() {
+        config.moe_intermediate_size = Some(if name.proj == Proj::Down { a } else { b });
+    }
+    Ok(())
+}
+
+/// The file NeMo saves beside the local shards of distributed tensors.
+const NEMO_DTENSOR_INFO: &str = "dtensor_info.json";
 
 /// Every part holds the same non-expert tensors, byte for byte.
 ///
