@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nemoconv::Options;
 use nemoconv::dtype::Dtype;
-use nemoconv::options::{
-    DEFAULT_MAX_SHARD_BYTES, EpSlice, ExcludeRegex, HfPrefix, Worker, anchored_regex,
-};
+use nemoconv::options::{EpSlice, ExcludeRegex, HfPrefix, Worker, anchored_regex};
 use nemoconv::verify::{Allow, VerifyOptions};
 
 /// Convert NemotronV3 checkpoints between the HuggingFace and NeMo Automodel layouts.
@@ -321,7 +319,6 @@ pub fn from_hf_options(args: &FromHfArgs) -> Result<Options, clap::Error> {
         }),
         lenient: args.lenient,
         dequantize: args.dequantize,
-        max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,
         ..Options::default()
     };
     match (args.ep_size, args.ep_rank) {

@@ -213,6 +213,11 @@ impl Catalog {
             .map(|(i, t)| (TensorId(i as u32), t))
     }
 
+    /// Every tensor's id by name (names are unique within one part).
+    pub fn ids_by_name(&self) -> BTreeMap<&str, TensorId> {
+        self.iter().map(|(id, t)| (t.name.as_str(), id)).collect()
+    }
+
     /// The path of the shard holding `id`, for messages.
     pub fn path_of(&self, id: TensorId) -> &Path {
         &self.shard(self.tensor(id).shard).path

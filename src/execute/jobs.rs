@@ -93,21 +93,24 @@ pub fn jobs(plan: &Plan, base: usize) -> Vec<Job<'_>> {
             } => {
                 let slot_bytes = rows * cols * elem_bytes(t.dtype);
                 for (k, s) in sources.iter().enumerate() {
-                    push_transpose(
+                    let whole = Op::Transpose {
+                        rows: *rows,
+                        cols: *cols,
+                        band: 0..*cols,
+                    };
+                    push_bands(
                         &mut jobs,
-                        job(s, place.offset + k as u64 * slot_bytes, Op::Copy(0..0)),
-                        *rows,
-                        *cols,
+                        job(s, place.offset + k as u64 * slot_bytes, whole),
                     );
                 }
             }
             Recipe::TransposeSlice { source, rows, cols } => {
-                push_transpose(
-                    &mut jobs,
-                    job(source, place.offset, Op::Copy(0..0)),
-                    *rows,
-                    *cols,
-                );
+                let whole = Op::Transpose {
+                    rows: *rows,
+                    cols: *cols,
+                    band: 0..*cols,
+                };
+                push_bands(&mut jobs, job(source, place.offset, whole));
             }
         }
     }
@@ -142,8 +145,11 @@ pub fn batches<'p>(jobs: Vec<Job<'p>>) -> Vec<Vec<Job<'p>>> {
     out
 }
 
-/// Adds the transpose of one `[rows, cols]` source at `base.offset`, in bands of output rows.
-fn push_transpose<'p>(jobs: &mut Vec<Job<'p>>, base: Job<'p>, rows: u64, cols: u64) {
+/// Adds a whole-matrix transpose job as bands of output rows of at most [`CHUNK_BYTES`].
+fn push_bands<'p>(jobs: &mut Vec<Job<'p>>, base: Job<'p>) {
+    let Op::Transpose { rows, cols, .. } = base.op else {
+        unreachable!("push_bands is given transpose jobs only")
+    };
     let widest = elem_bytes(base.source.dtype).max(elem_bytes(base.out_dtype));
     let out_row_bytes = rows * elem_bytes(base.out_dtype);
     let band_rows = (CHUNK_BYTES / (rows * widest).max(1)).max(1);

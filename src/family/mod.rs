@@ -37,9 +37,6 @@ pub struct Conversion {
 
 /// The naming rules of one model family.
 pub trait Family: Sync + std::fmt::Debug {
-    /// The `model_type` it handles.
-    fn name(&self) -> &'static str;
-
     /// HF layout → internal layout.
     ///
     /// # Errors

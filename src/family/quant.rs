@@ -43,10 +43,7 @@ pub struct Finding {
 
 /// Looks for quantized weights, scale tensors or a quantization config.
 pub fn detect(catalog: &Catalog, config: &ModelConfig) -> Option<Finding> {
-    let names: BTreeMap<&str, TensorId> = catalog
-        .iter()
-        .map(|(id, t)| (t.name.as_str(), id))
-        .collect();
+    let names = catalog.ids_by_name();
     let found = |id: TensorId, what: String| Finding {
         path: catalog.path_of(id).to_path_buf(),
         tensor: catalog.tensor(id).name.clone(),
@@ -157,10 +154,7 @@ pub struct Dequant {
 /// [`Error::Dequantize`] for NVFP4 weights, FP8 weights without scales, or scales whose
 /// shape does not fit their weight.
 pub fn plan_dequantize(catalog: &Catalog, config: &ModelConfig) -> Result<Dequant> {
-    let names: BTreeMap<&str, TensorId> = catalog
-        .iter()
-        .map(|(id, t)| (t.name.as_str(), id))
-        .collect();
+    let names = catalog.ids_by_name();
     let block = block_size(config)?;
     let mut plan = Dequant::default();
     for (id, t) in catalog.iter() {

@@ -123,8 +123,6 @@ pub struct FileChanges {
 /// A complete, placed conversion: what to write where, and what else to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// The input checkpoint directory.
-    pub input_dir: PathBuf,
     /// Output tensors in output order.
     pub tensors: Vec<OutputTensor>,
     /// Where each tensor of `tensors` goes (same index).
@@ -133,7 +131,7 @@ pub struct Plan {
     pub shards: Vec<OutputShard>,
     /// The `__metadata__` every shard gets.
     pub metadata: BTreeMap<String, String>,
-    /// Non-weight files to copy, relative to `input_dir`.
+    /// Non-weight files to copy, relative to the input directory.
     pub copy_files: Vec<PathBuf>,
     /// Non-weight files written with new contents instead of copied (relative paths).
     pub written_files: BTreeMap<PathBuf, Vec<u8>>,
@@ -172,7 +170,6 @@ impl Plan {
         }
         let (shards, placements) = shards::pack(&tensors, &metadata, max_shard_bytes);
         Ok(Plan {
-            input_dir: catalog.dir.clone(),
             tensors,
             placements,
             shards,

@@ -30,10 +30,6 @@ const SCALE_INV_SUFFIX: &str = "_scale_inv";
 pub const MODEL_TYPE: &str = "nemotron_h";
 
 impl Family for NemotronV3 {
-    fn name(&self) -> &'static str {
-        MODEL_TYPE
-    }
-
     fn plan_from_hf(
         &self,
         catalog: &Catalog,
