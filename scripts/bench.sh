@@ -4,7 +4,7 @@
 # Usage: scripts/bench.sh [PRESET...]      (default: nano-slice many-tensors)
 #
 # Presets are those of `examples/make-checkpoint.rs`; each is generated once into
-# $BENCH_DIR/PRESET/hf. Per preset: one warm-up round (not counted), then
+# $BENCH_DIR/PRESET/hf. Per preset: one warm-up round (not counted; none when COLD=1), then
 # PAIRS rounds of cp -r, from-hf, to-hf (wall time and peak RSS of each), a round-trip
 # check of hf/ against back/, and a Markdown table on stdout. Progress goes to stderr.
 #
@@ -15,12 +15,23 @@
 #   JOBS        passed to nemoconv as `-j JOBS` when set
 #   NEMOCONV    the binary to time (default target/release/nemoconv)
 #   SKIP_BUILD  set to 1 to use existing binaries instead of running cargo build
+#   COLD        set to 1 for a cold page cache: `sync` and drop caches before every timed
+#               run (needs root), and `cp -r IN OUT && sync` as the baseline (nemoconv fsyncs)
+#   MEM_LIMIT   run every timed command inside a memory cgroup with this limit in bytes
+#               (e.g. 1073741824), so the page cache cannot hold the checkpoint (needs root;
+#               cgroup v1 memory controller, or v2 where it is mounted at /sys/fs/cgroup)
+#
+# Besides wall time and peak RSS, every run records the read requests the input's disk
+# completed and their average size (from /proc/diskstats), and OOM kills in the cgroup.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/work/bench-data}
 PAIRS=${PAIRS:-3}
 JOBS=${JOBS:-}
+COLD=${COLD:-0}
+MEM_LIMIT=${MEM_LIMIT:-}
+CGROUP=
 NEMOCONV=${NEMOCONV:-$ROOT/target/release/nemoconv}
 GENERATOR=$ROOT/target/release/examples/make-checkpoint
 TIME=/usr/bin/time
@@ -39,6 +50,8 @@ check_env() {
     [[ $PAIRS =~ ^[1-9][0-9]*$ ]] || die "PAIRS must be a positive integer, not '$PAIRS'"
     [[ -z $JOBS || $JOBS =~ ^[1-9][0-9]*$ ]] || die "JOBS must be a positive integer, not '$JOBS'"
     [[ -x $TIME ]] || die "$TIME is missing (apt-get install time)"
+    [[ $COLD == 0 || $COLD == 1 ]] || die "COLD must be 0 or 1, not '$COLD'"
+    [[ -z $MEM_LIMIT || $MEM_LIMIT =~ ^[1-9][0-9]*$ ]] || die "MEM_LIMIT must be a byte count, not '$MEM_LIMIT'"
     case $BENCH_DIR/ in
     "$ROOT"/*) die "BENCH_DIR ($BENCH_DIR) must be outside the repository ($ROOT)" ;;
     esac
@@ -85,23 +98,82 @@ clean() {
     sync
 }
 
-# timed LABEL CMD...: runs CMD under time -v, appends "seconds rss_kib" to $RESULTS/LABEL.
+# Creates the memory cgroup for MEM_LIMIT (v2 if the unified hierarchy has the memory
+# controller, else v1) and sets CGROUP to its directory.
+make_cgroup() {
+    [[ -n $MEM_LIMIT ]] || return 0
+    local name=nemoconv-bench-$$
+    if grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+        CGROUP=/sys/fs/cgroup/$name
+        mkdir -p "$CGROUP" || die "cannot create $CGROUP (root needed)"
+        echo "$MEM_LIMIT" >"$CGROUP/memory.max"
+        echo 0 >"$CGROUP/memory.swap.max" 2>/dev/null || true
+    else
+        CGROUP=/sys/fs/cgroup/memory/$name
+        mkdir -p "$CGROUP" || die "cannot create $CGROUP (root needed, cgroup v1 memory controller)"
+        echo "$MEM_LIMIT" >"$CGROUP/memory.limit_in_bytes"
+    fi
+    trap 'rmdir "$CGROUP" 2>/dev/null || true' EXIT
+    log "timed commands run in $CGROUP, limited to $MEM_LIMIT bytes"
+}
+
+# OOM kills so far in the cgroup (0 without one).
+oom_kills() {
+    [[ -n $CGROUP ]] || { echo 0; return; }
+    local f=$CGROUP/memory.oom_control
+    [[ -f $f ]] || f=$CGROUP/memory.events
+    awk '$1 == "oom_kill" {print $2; found = 1} END {if (!found) print 0}' "$f"
+}
+
+# The block device (as named in /proc/diskstats) holding BENCH_DIR.
+disk_of() {
+    local dev
+    dev=$(df --output=source "$BENCH_DIR" | tail -1)
+    dev=$(basename "$(readlink -f "$dev")")
+    awk -v d="$dev" '$3 == d {found = 1} END {exit !found}' /proc/diskstats || dev=
+    echo "$dev"
+}
+
+# "reads sectors" completed so far by $DISK.
+disk_reads() {
+    [[ -n $DISK ]] || { echo "0 0"; return; }
+    awk -v d="$DISK" '$3 == d {print $4, $6}' /proc/diskstats
+}
+
+# Empties the page cache before a cold run.
+drop_caches() {
+    sync
+    echo 3 >/proc/sys/vm/drop_caches || die "cannot drop caches (root needed for COLD=1)"
+}
+
+# timed LABEL CMD...: runs CMD under time -v (in the cgroup, cold if asked), appends
+# "seconds rss_kib read_requests avg_read_kib" to $RESULTS/LABEL.
 timed() {
-    local label=$1 stats start end
+    local label=$1 stats start end before after ooms
     shift
     stats=$(mktemp)
+    [[ $COLD == 0 ]] || drop_caches
+    ooms=$(oom_kills)
+    before=$(disk_reads)
     start=$(date +%s.%N)
-    if ! "$TIME" -v -o "$stats" "$@" >&2; then
+    local wrapped=("$@")
+    [[ -z $CGROUP ]] || wrapped=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CGROUP" "$@")
+    if ! "$TIME" -v -o "$stats" "${wrapped[@]}" >&2; then
         cat "$stats" >&2
         rm -f "$stats"
-        die "'$*' failed"
+        die "'$*' failed (OOM kills in the cgroup: $(($(oom_kills) - ooms)))"
     fi
     end=$(date +%s.%N)
+    after=$(disk_reads)
+    (($(oom_kills) == ooms)) || die "'$*' was OOM-killed in $CGROUP"
     local rss
     rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$stats")
     rm -f "$stats"
     if [[ -n $RESULTS ]]; then
-        echo "$(awk -v s="$start" -v e="$end" 'BEGIN {printf "%.3f", e - s}') $rss" >>"$RESULTS/$label"
+        awk -v s="$start" -v e="$end" -v rss="$rss" -v b="$before" -v a="$after" 'BEGIN {
+            split(b, x, " "); split(a, y, " "); n = y[1] - x[1]
+            printf "%.3f %d %d %.0f\n", e - s, rss, n, n > 0 ? (y[2] - x[2]) * 512 / 1024 / n : 0
+        }' >>"$RESULTS/$label"
     fi
 }
 
@@ -109,7 +181,7 @@ timed() {
 round() {
     local dir=$1
     clean "$dir/copy"
-    timed cp cp -r "$dir/hf" "$dir/copy"
+    timed cp "${COPY[@]}" "$dir/hf" "$dir/copy"
     clean "$dir/copy" "$dir/internal"
     timed from-hf "$NEMOCONV" from-hf "${NEMO_FLAGS[@]}" "$dir/hf" "$dir/internal"
     clean "$dir/back"
@@ -212,14 +284,15 @@ median() {
 table() {
     local bytes=$1 base label med
     base=$(median "$RESULTS/cp" 1)
-    echo "| step | median s | GB/s | x cp -r | peak RSS MiB |"
-    echo "| --- | ---: | ---: | ---: | ---: |"
+    echo "| step | median s | GB/s | x cp -r | peak RSS MiB | read requests | avg read KiB |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     for label in cp from-hf to-hf; do
         med=$(median "$RESULTS/$label" 1)
-        awk -v l="$label" -v m="$med" -v b="$bytes" -v base="$base" \
+        awk -v l="$label" -v m="$med" -v b="$bytes" -v base="$base" -v cold="$COLD" \
             -v rss="$(sort -g -k2,2 "$RESULTS/$label" | tail -1 | cut -d' ' -f2)" \
-            'BEGIN {name = (l == "cp" ? "cp -r" : l)
-                printf "| %s | %.3f | %.2f | %.2f | %.0f |\n", name, m, b / m / 1e9, m / base, rss / 1024}'
+            -v reqs="$(median "$RESULTS/$label" 3)" -v kib="$(median "$RESULTS/$label" 4)" \
+            'BEGIN {name = (l == "cp" ? (cold ? "cp -r && sync" : "cp -r") : l)
+                printf "| %s | %.3f | %.2f | %.2f | %.0f | %d | %.0f |\n", name, m, b / m / 1e9, m / base, rss / 1024, reqs, kib}'
     done
 }
 
@@ -228,9 +301,11 @@ bench_preset() {
     ensure_preset "$preset"
     bytes=$(payload_bytes "$dir/hf")
     files=$(find "$dir/hf" -maxdepth 1 -name '*.safetensors' | wc -l)
-    log "$preset: warm-up"
     RESULTS=
-    round "$dir"
+    if [[ $COLD == 0 ]]; then
+        log "$preset: warm-up"
+        round "$dir"
+    fi
     RESULTS=$(mktemp -d)
     for ((i = 1; i <= PAIRS; i++)); do
         log "$preset: round $i/$PAIRS"
@@ -260,11 +335,16 @@ main() {
     ((${#presets[@]})) || presets=(nano-slice many-tensors)
     check_env
     build
+    DISK=$(disk_of)
+    make_cgroup
+    COPY=(cp -r)
+    [[ $COLD == 0 ]] || COPY=(sh -c 'cp -r "$0" "$1" && sync')
     NEMO_FLAGS=(-q --force)
     [[ -z $JOBS ]] || NEMO_FLAGS+=(-j "$JOBS")
     echo "## nemoconv benchmark"
     echo
-    echo "- command: \`$0 $*\` (BENCH_DIR=$BENCH_DIR PAIRS=$PAIRS JOBS=${JOBS:-unset})"
+    echo "- command: \`$0 $*\` (BENCH_DIR=$BENCH_DIR PAIRS=$PAIRS JOBS=${JOBS:-unset} COLD=$COLD MEM_LIMIT=${MEM_LIMIT:-unset})"
+    echo "- page cache: $([[ $COLD == 1 ]] && echo "dropped before every timed run" || echo "warm (one untimed warm-up round)"); disk: ${DISK:-unknown}"
     echo "- nemoconv: \`$NEMOCONV from-hf|to-hf ${NEMO_FLAGS[*]} IN OUT\`"
     echo "- nproc: $(nproc); $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     local failed=0 preset

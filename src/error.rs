@@ -46,6 +46,18 @@ pub enum Error {
         /// What is wrong, from the safetensors crate or from nemoconv's own checks.
         reason: String,
     },
+    /// A shard became shorter than its header says while nemoconv was reading it.
+    #[error(
+        "{path}: the file shrank while it was being read (byte {end} is needed, the file had {len_bytes} bytes when opened); another process truncated or replaced it: rerun once the checkpoint is complete"
+    )]
+    ShardShrank {
+        /// The shard file.
+        path: PathBuf,
+        /// The end of the range that could not be read.
+        end: u64,
+        /// The file's size when it was opened.
+        len_bytes: u64,
+    },
     /// A tensor in a shard uses a dtype nemoconv cannot handle here.
     #[error("{path}: tensor {tensor:?}: {reason}")]
     BadTensor {

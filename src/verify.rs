@@ -294,28 +294,27 @@ fn compare_all(
             .map(|j| j.a_bytes(cat_a) + j.b_bytes(cat_b))
             .sum(),
     );
-    let results: Vec<(usize, Stats)> = chunks
+    let results: Result<Vec<(usize, Stats)>> = chunks
         .par_iter()
-        .filter_map(|&(j, start, end)| {
-            if cancel.load(Ordering::Relaxed) {
-                return None;
-            }
-            let job = &jobs[j];
-            let (shard_a, range_a) = job.a_range(cat_a, start..end);
-            let (shard_b, range_b) = job.b_range(cat_b, start..end);
-            let stats = compare::compare_chunk(
-                shard_a.bytes(&range_a),
-                shard_b.bytes(&range_b),
-                &job.kinds,
-                start,
-            );
-            shard_a.release(&range_a);
-            shard_b.release(&range_b);
-            progress.advance((range_a.end - range_a.start) + (range_b.end - range_b.start));
-            Some((j, stats))
-        })
+        .filter(|_| !cancel.load(Ordering::Relaxed))
+        .map_init(
+            || (Vec::new(), Vec::new()),
+            |(buf_a, buf_b), &(j, start, end)| {
+                let job = &jobs[j];
+                let (shard_a, range_a) = job.a_range(cat_a, start..end);
+                let (shard_b, range_b) = job.b_range(cat_b, start..end);
+                buf_a.resize((range_a.end - range_a.start) as usize, 0);
+                buf_b.resize((range_b.end - range_b.start) as usize, 0);
+                shard_a.read_at(&range_a, buf_a)?;
+                shard_b.read_at(&range_b, buf_b)?;
+                let stats = compare::compare_chunk(buf_a, buf_b, &job.kinds, start);
+                progress.advance((range_a.end - range_a.start) + (range_b.end - range_b.start));
+                Ok((j, stats))
+            },
+        )
         .collect();
     progress.finish();
+    let results = results?;
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }

@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use index::{INDEX_FILE, ShardIndex};
-pub use shard::{HEADER_LEN_BYTES, HeaderEntry, Shard, parse_header};
+pub use shard::{HEADER_LEN_BYTES, HeaderEntry, Shard, parse_header, same_bytes};
 
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};

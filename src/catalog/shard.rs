@@ -1,9 +1,11 @@
-//! One safetensors shard: open, memory-map, read and check its header with the `safetensors`
-//! crate, and attach the file's path to every failure. Knows no tensor naming rules.
+//! One safetensors shard: open, read and check its header with the `safetensors` crate, read
+//! tensor bytes with positioned reads, and attach the file's path to every failure. Knows no tensor naming rules.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -16,15 +18,18 @@ use crate::error::{Error, Result};
 /// Bytes of the little-endian header length that starts every safetensors file.
 pub const HEADER_LEN_BYTES: u64 = 8;
 
-/// An open, memory-mapped shard file and its header metadata.
+/// An open shard file and its header metadata. Tensor bytes are read with positioned reads
+/// ([`Shard::read_at`]), never through a map: a read cannot fault, so a file truncated
+/// under us is an error naming it, not a `SIGBUS`, and the reads reach the disk as large
+/// requests the kernel can merge and read ahead of.
 #[derive(Debug)]
 pub struct Shard {
     /// The shard's path, for messages.
     pub path: PathBuf,
-    /// The open file, for kernel-side copies.
+    /// The open file, for reads and kernel-side copies.
     pub file: File,
-    /// The whole file, mapped read-only.
-    pub mmap: Mmap,
+    /// The file's size when it was opened.
+    pub len_bytes: u64,
     /// The header's `__metadata__` map (empty when absent).
     pub metadata: BTreeMap<String, String>,
 }
@@ -43,26 +48,27 @@ pub struct HeaderEntry {
 }
 
 impl Shard {
-    /// Opens and maps `path` and reads its header.
+    /// Opens `path` and reads and checks its header.
     ///
     /// # Errors
-    /// [`Error::Io`] when the file cannot be opened or mapped, [`Error::BadShard`] or
-    /// [`Error::BadTensor`] when the header fails a check.
+    /// [`Error::Io`] when the file cannot be opened or mapped, [`Error::BadShard`] when the
+    /// header fails a check.
     pub fn open(path: &Path) -> Result<(Shard, Vec<HeaderEntry>)> {
         let file = File::open(path).map_err(Error::io(path, "open"))?;
-        let len = file.metadata().map_err(Error::io(path, "stat"))?.len();
-        if len < HEADER_LEN_BYTES {
+        let len_bytes = file.metadata().map_err(Error::io(path, "stat"))?.len();
+        if len_bytes < HEADER_LEN_BYTES {
             return Err(Error::BadShard {
                 path: path.to_path_buf(),
-                reason: format!("the file is {len} bytes, shorter than the 8-byte header length"),
+                reason: format!(
+                    "the file is {len_bytes} bytes, shorter than the 8-byte header length"
+                ),
             });
         }
-        // SAFETY: the map is read-only and nemoconv never writes its inputs; a file changed by
-        // another process while we run is outside what any reader of safetensors can guard.
+        // The map serves the header check alone (the safetensors crate checks the header
+        // against the whole file image); no tensor byte is read through it.
+        // SAFETY: the map is read-only, lives only for this check, and touches only the
+        // header's pages, which were just found to exist.
         let mmap = unsafe { Mmap::map(&file) }.map_err(Error::io(path, "mmap"))?;
-        // No fault-around: it would map neighbouring pages that were already released and
-        // keep them resident. A refusal only costs memory, so its error is ignored.
-        let _ = mmap.advise(memmap2::Advice::Random);
         let (metadata, entries) = parse_header(&mmap).map_err(|reason| Error::BadShard {
             path: path.to_path_buf(),
             reason,
@@ -70,53 +76,78 @@ impl Shard {
         let shard = Shard {
             path: path.to_path_buf(),
             file,
-            mmap,
+            len_bytes,
             metadata,
         };
         Ok((shard, entries))
     }
 
-    /// The bytes of `range` (absolute file offsets), which the header check guarantees exist.
-    pub fn bytes(&self, range: &Range<u64>) -> &[u8] {
-        let start =
-            usize::try_from(range.start).expect("offsets were checked against the mapped length");
-        let end =
-            usize::try_from(range.end).expect("offsets were checked against the mapped length");
-        &self.mmap[start..end]
+    /// Reads the bytes of `range` (absolute file offsets) into `buf`, which holds exactly
+    /// that many bytes.
+    ///
+    /// # Errors
+    /// [`Error::ShardShrank`] when the file no longer holds the range (another process
+    /// truncated it), [`Error::Io`] naming the shard on any other failure.
+    pub fn read_at(&self, range: &Range<u64>, buf: &mut [u8]) -> Result<()> {
+        debug_assert_eq!(buf.len() as u64, range.end - range.start);
+        self.file
+            .read_exact_at(buf, range.start)
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::UnexpectedEof => Error::ShardShrank {
+                    path: self.path.clone(),
+                    end: range.end,
+                    len_bytes: self.len_bytes,
+                },
+                _ => Error::io(&self.path, "read")(source),
+            })
     }
 
-    /// Tells the kernel that the pages of `range` are no longer needed, so they leave our
-    /// resident set (the page cache keeps them). The range is widened to the kernel's
-    /// fault-around blocks: reading a neighbour maps its whole block again, so releasing
-    /// less would leave the edges of every tensor resident.
-    pub fn release(&self, range: &Range<u64>) {
-        let block = FAULT_AROUND_BYTES.max(page_size());
-        let start = range.start as usize / block * block;
-        let end = (range.end as usize)
-            .next_multiple_of(block)
-            .min(self.mmap.len());
-        if end > start {
-            // SAFETY: the map is read-only and file-backed: dropped pages are re-read from
-            // the file on the next access, so no reader can observe a change.
-            let _ = unsafe {
-                self.mmap.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    start,
-                    end - start,
-                )
-            };
+    /// Asks the kernel to start reading `range` into the page cache now, in large requests,
+    /// so that a later [`Shard::read_at`] or kernel-side copy finds it there. Only a hint:
+    /// a refusal costs speed, not correctness, so it is ignored.
+    pub fn prefetch(&self, range: &Range<u64>) {
+        let (Ok(start), Ok(len)) = (
+            i64::try_from(range.start),
+            i64::try_from(range.end - range.start),
+        ) else {
+            return;
+        };
+        // SAFETY: posix_fadvise only reads the descriptor and three integers.
+        unsafe {
+            libc::posix_fadvise(self.file.as_raw_fd(), start, len, libc::POSIX_FADV_WILLNEED);
         }
     }
 }
 
-/// The most a read fault maps at once: the default `fault_around_bytes` is 64 KiB, but a
-/// large page-cache folio is mapped whole, up to a 2 MiB huge page.
-const FAULT_AROUND_BYTES: usize = 2 << 20;
+/// Bytes compared per read by [`same_bytes`].
+const COMPARE_CHUNK_BYTES: u64 = 1 << 20;
 
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size).unwrap_or(4096)
+/// Whether two byte ranges (of one shard or two) hold the same bytes, read in chunks.
+///
+/// # Errors
+/// A read failure, naming the shard.
+pub fn same_bytes(a: (&Shard, &Range<u64>), b: (&Shard, &Range<u64>)) -> Result<bool> {
+    let ((shard_a, range_a), (shard_b, range_b)) = (a, b);
+    let len = range_a.end - range_a.start;
+    if len != range_b.end - range_b.start {
+        return Ok(false);
+    }
+    let (mut buf_a, mut buf_b) = (Vec::new(), Vec::new());
+    let mut done = 0;
+    while done < len {
+        let n = COMPARE_CHUNK_BYTES.min(len - done);
+        buf_a.resize(n as usize, 0);
+        buf_b.resize(n as usize, 0);
+        let at_a = range_a.start + done;
+        let at_b = range_b.start + done;
+        shard_a.read_at(&(at_a..at_a + n), &mut buf_a)?;
+        shard_b.read_at(&(at_b..at_b + n), &mut buf_b)?;
+        if buf_a != buf_b {
+            return Ok(false);
+        }
+        done += n;
+    }
+    Ok(true)
 }
 
 /// Reads and checks a whole safetensors file image: header length, JSON, dtypes, shapes and

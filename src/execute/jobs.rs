@@ -11,8 +11,13 @@ use crate::plan::{Plan, Recipe, Source};
 /// enough to stay in cache until the kernel copies it (pwrites of 4 MiB ran 2-5x slower
 /// here than of 1 MiB, `dd bs=4M` vs `bs=1M` likewise).
 pub const CHUNK_BYTES: u64 = 1 << 20;
-/// Most bytes one kernel-side copy job moves, so big tensors still spread over threads.
-const COPY_CHUNK_BYTES: u64 = 256 << 20;
+/// Most bytes one kernel-side copy job moves: big tensors spread over threads, and the
+/// prefetch window (see `prefetch`) stays ahead of each copy.
+const COPY_CHUNK_BYTES: u64 = 16 << 20;
+/// Most source bytes one transpose job reads at once: a whole expert matrix (10 MiB for
+/// Nano) in one read, so the disk sees one large request instead of strided pages. Larger
+/// matrices are read in bands of whole columns, one row segment at a time.
+pub const READ_BAND_BYTES: u64 = 32 << 20;
 /// Jobs smaller than this are batched with their neighbours to save system calls.
 const SMALL_JOB_BYTES: u64 = 1 << 20;
 
@@ -23,7 +28,8 @@ pub enum Op {
     Copy(Range<u64>),
     /// Convert source elements `[start, end)` to the output dtype.
     Cast(Range<u64>),
-    /// Write source columns `band` of a `[rows, cols]` matrix as output rows.
+    /// Write source columns `band` of a `[rows, cols]` matrix as output rows; the band's
+    /// source bytes are read at once, so it spans at most [`READ_BAND_BYTES`].
     Transpose {
         /// Rows of the source matrix.
         rows: u64,
@@ -145,20 +151,45 @@ pub fn batches<'p>(jobs: Vec<Job<'p>>) -> Vec<Vec<Job<'p>>> {
     out
 }
 
-/// Adds a whole-matrix transpose job as bands of output rows of at most [`CHUNK_BYTES`].
+/// Adds a whole-matrix transpose job as bands of source columns of at most
+/// [`READ_BAND_BYTES`]: one band, the whole matrix, unless the matrix is larger.
 fn push_bands<'p>(jobs: &mut Vec<Job<'p>>, base: Job<'p>) {
     let Op::Transpose { rows, cols, .. } = base.op else {
         unreachable!("push_bands is given transpose jobs only")
     };
-    let widest = elem_bytes(base.source.dtype).max(elem_bytes(base.out_dtype));
     let out_row_bytes = rows * elem_bytes(base.out_dtype);
-    let band_rows = (CHUNK_BYTES / (rows * widest).max(1)).max(1);
-    for band in ranges(cols, band_rows) {
+    let band_cols = (READ_BAND_BYTES / (rows * elem_bytes(base.source.dtype)).max(1)).max(1);
+    for band in ranges(cols, band_cols) {
         jobs.push(Job {
             offset: base.offset + band.start * out_row_bytes,
             op: Op::Transpose { rows, cols, band },
             ..base.clone()
         });
+    }
+}
+
+/// The source bytes a job reads, as absolute ranges of its source's shard: one range, or
+/// one per row for a band of a matrix too large to read whole.
+pub fn reads(job: &Job) -> Vec<Range<u64>> {
+    let start = job.source.bytes.start;
+    match &job.op {
+        Op::Copy(part) => vec![start + part.start..start + part.end],
+        Op::Cast(part) => {
+            let size = elem_bytes(job.source.dtype);
+            vec![start + part.start * size..start + part.end * size]
+        }
+        Op::Transpose { cols, band, .. } if band.start == 0 && band.end == *cols => {
+            vec![job.source.bytes.clone()]
+        }
+        Op::Transpose { rows, cols, band } => {
+            let size = elem_bytes(job.source.dtype);
+            (0..*rows)
+                .map(|r| {
+                    let row = start + r * cols * size;
+                    row + band.start * size..row + band.end * size
+                })
+                .collect()
+        }
     }
 }
 

@@ -1,10 +1,12 @@
 //! The executor: runs a [`Plan`] into an output directory. It splits recipes into jobs of
-//! bounded size, runs them in parallel with positioned writes into preallocated shards,
-//! releases input pages once read, and commits the directory atomically. It knows no tensor
+//! bounded size and runs them in order on every thread, reading ahead of them in large
+//! requests, with positioned reads and writes into preallocated shards, and commits the
+//! directory atomically. It knows no tensor
 //! names and no model rules.
 
 mod jobs;
 pub mod kernels;
+mod prefetch;
 mod run;
 mod spread;
 mod staging;
@@ -12,10 +14,9 @@ mod writer;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
-
-use rayon::prelude::*;
 
 pub use spread::{Worker, finalize};
 pub use staging::Staging;
@@ -114,18 +115,7 @@ pub fn execute(
         .map(|f| f.shard.len_bytes - f.shard.header.len() as u64)
         .sum();
     progress.start(total);
-    let result = batches.par_iter().with_max_len(1).try_for_each(|batch| {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted);
-        }
-        let file = batch[0].file;
-        let out = outs[file]
-            .as_ref()
-            .expect("jobs are filtered to this worker's files");
-        let written = run::run_batch(batch, catalog, out, &files[file].partial)?;
-        progress.advance(written);
-        Ok(())
-    });
+    let result = run_in_order(&batches, catalog, &outs, &files, progress, cancel);
     progress.finish();
     result?;
     for (f, out) in files.iter().zip(&outs) {
@@ -162,6 +152,76 @@ pub fn execute(
         shards: files.iter().filter(|f| f.mine).count(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Runs `batches` on every thread of the current pool, each thread taking the next batch in
+/// order (so input is read roughly in the order the prefetch schedule expects), and stops at
+/// the first failure or when `cancel` is set.
+fn run_in_order(
+    batches: &[Vec<jobs::Job>],
+    catalog: &Catalog,
+    outs: &[Option<std::fs::File>],
+    files: &[ShardFile],
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<()> {
+    let positions: Vec<u64> = batches
+        .iter()
+        .scan(0u64, |read, batch| {
+            let at = *read;
+            *read += batch
+                .iter()
+                .flat_map(jobs::reads)
+                .map(|r| r.end - r.start)
+                .sum::<u64>();
+            Some(at)
+        })
+        .collect();
+    let schedule =
+        prefetch::Prefetch::new(batches.iter().zip(&positions).flat_map(|(batch, &at)| {
+            batch.iter().flat_map(move |job| {
+                jobs::reads(job)
+                    .into_iter()
+                    .map(move |r| (at, job.source.shard, r))
+            })
+        }));
+    let next = AtomicUsize::new(0);
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    let fail = |e: Error| {
+        failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
+    };
+    rayon::broadcast(|_| {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(batch) = batches.get(i) else { break };
+            if cancel.load(Ordering::Relaxed) {
+                fail(Error::Interrupted);
+                break;
+            }
+            if failure.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+                break;
+            }
+            schedule.advance(catalog, positions[i]);
+            let file = batch[0].file;
+            let out = outs[file]
+                .as_ref()
+                .expect("jobs are filtered to this worker's files");
+            match run::run_batch(batch, catalog, out, &files[file].partial) {
+                Ok(written) => progress.advance(written),
+                Err(e) => {
+                    fail(e);
+                    break;
+                }
+            }
+        }
+    });
+    match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// One output shard file of a run, with where it is written and whether this process writes it.

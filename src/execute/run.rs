@@ -1,19 +1,22 @@
-//! Running a batch of jobs: produce each job's bytes into a reusable per-thread buffer (or
-//! copy in the kernel), write the batch with one positioned write, then release the input
-//! pages it read. Pure byte moving; knows no tensor names.
+//! Running a batch of jobs: read each job's source bytes with positioned reads into a
+//! reusable per-thread buffer, produce the output bytes (copy, cast, transpose) into another,
+//! and write them with positioned writes of at most [`CHUNK_BYTES`]. Whole copies go through
+//! the kernel. Pure byte moving; knows no tensor names.
 
 use std::cell::RefCell;
 use std::fs::File;
 use std::ops::Range;
 use std::path::Path;
 
-use super::jobs::{Job, Op, elem_bytes};
+use super::jobs::{CHUNK_BYTES, Job, Op, elem_bytes, reads};
 use super::{kernels, writer};
-use crate::catalog::{Catalog, ShardId};
+use crate::catalog::Catalog;
 use crate::dtype::{self, Dtype};
 use crate::error::Result;
 
 thread_local! {
+    /// Per-thread buffer of the source bytes a job reads, reused across jobs.
+    static INPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// Per-thread output buffer of a batch, reused across batches.
     static OUTPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// Per-thread buffer of transposed source bytes before conversion.
@@ -25,79 +28,135 @@ thread_local! {
 /// Runs one batch (jobs writing one contiguous run of `out`); returns the bytes written.
 ///
 /// # Errors
-/// [`crate::Error::Io`] naming `out_path` when a write fails.
+/// [`crate::Error::Io`] naming `out_path` when a write fails, or naming the input shard
+/// when a read fails; [`crate::Error::ShardShrank`] when an input was truncated under us.
 pub fn run_batch(batch: &[Job], catalog: &Catalog, out: &File, out_path: &Path) -> Result<u64> {
-    if let [
-        job @ Job {
-            op: Op::Copy(part), ..
-        },
-    ] = batch
-    {
-        let abs = job.source.bytes.start + part.start..job.source.bytes.start + part.end;
-        writer::copy_range(
-            catalog.shard(job.source.shard),
-            &abs,
-            out,
-            job.offset,
-            out_path,
-        )?;
-        return Ok(part.end - part.start);
+    match batch {
+        [
+            job @ Job {
+                op: Op::Copy(part), ..
+            },
+        ] => {
+            let abs = job.source.bytes.start + part.start..job.source.bytes.start + part.end;
+            writer::copy_range(
+                catalog.shard(job.source.shard),
+                &abs,
+                out,
+                job.offset,
+                out_path,
+            )?;
+            Ok(part.end - part.start)
+        }
+        [
+            job @ Job {
+                op: Op::Transpose { .. },
+                ..
+            },
+        ] if job.out_len() > CHUNK_BYTES => run_transpose(job, catalog, out, out_path),
+        _ => run_small(batch, catalog, out, out_path),
     }
+}
+
+/// Produces every job of the batch into one buffer and writes it at once.
+fn run_small(batch: &[Job], catalog: &Catalog, out: &File, out_path: &Path) -> Result<u64> {
     let total: u64 = batch.iter().map(Job::out_len).sum();
     OUTPUT.with_borrow_mut(|buf| {
         buf.resize(total as usize, 0);
         let mut at = 0usize;
         for job in batch {
-            let len = job.out_len() as usize;
-            produce(job, catalog, &mut buf[at..at + len]);
-            at += len;
+            let dst = &mut buf[at..at + job.out_len() as usize];
+            at += dst.len();
+            if let Op::Copy(_) = job.op {
+                let [range] = &reads(job)[..] else {
+                    unreachable!("a copy reads one range")
+                };
+                catalog.shard(job.source.shard).read_at(range, dst)?;
+                continue;
+            }
+            let scales = read_scales(job, catalog)?;
+            INPUT.with_borrow_mut(|input| {
+                read_source(job, catalog, input)?;
+                let all = match &job.op {
+                    Op::Transpose { band, .. } => 0..band.end - band.start,
+                    _ => 0..0,
+                };
+                produce(job, scales.as_ref(), input, all, dst);
+                Ok::<_, crate::Error>(())
+            })?;
         }
         writer::write_at(out, buf, batch[0].offset, out_path)
     })?;
-    release(batch, catalog);
     Ok(total)
 }
 
-/// Makes one job's output bytes into `dst`.
-fn produce(job: &Job, catalog: &Catalog, dst: &mut [u8]) {
-    let src_all = catalog.shard(job.source.shard).bytes(&job.source.bytes);
+/// Reads a transpose job's source band once, then writes it as output rows in pieces of at
+/// most [`CHUNK_BYTES`].
+fn run_transpose(job: &Job, catalog: &Catalog, out: &File, out_path: &Path) -> Result<u64> {
+    let Op::Transpose { rows, band, .. } = &job.op else {
+        unreachable!("run_transpose is given transpose jobs only")
+    };
+    let out_row_bytes = rows * elem_bytes(job.out_dtype);
+    let piece_cols = (CHUNK_BYTES / out_row_bytes.max(1)).max(1);
+    let band_cols = band.end - band.start;
+    let scales = read_scales(job, catalog)?;
+    INPUT.with_borrow_mut(|input| {
+        read_source(job, catalog, input)?;
+        OUTPUT.with_borrow_mut(|buf| {
+            let mut start = 0;
+            while start < band_cols {
+                let piece = start..(start + piece_cols).min(band_cols);
+                buf.resize(((piece.end - piece.start) * out_row_bytes) as usize, 0);
+                produce(job, scales.as_ref(), input, piece.clone(), buf);
+                writer::write_at(out, buf, job.offset + piece.start * out_row_bytes, out_path)?;
+                start = piece.end;
+            }
+            Ok(())
+        })
+    })?;
+    Ok(band_cols * out_row_bytes)
+}
+
+/// Reads the source bytes of `job` (see [`reads`]) back to back into `buf`.
+fn read_source(job: &Job, catalog: &Catalog, buf: &mut Vec<u8>) -> Result<()> {
+    let shard = catalog.shard(job.source.shard);
+    let ranges = reads(job);
+    let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+    buf.resize(total as usize, 0);
+    let mut at = 0usize;
+    for r in &ranges {
+        let len = (r.end - r.start) as usize;
+        shard.read_at(r, &mut buf[at..at + len])?;
+        at += len;
+    }
+    Ok(())
+}
+
+/// Makes output bytes of one job into `dst` from its source bytes `src` (as
+/// [`read_source`] left them) and its decoded `scales`. For a transpose, `piece` selects
+/// columns of the band (relative to the band's start); other ops produce all their output.
+fn produce(job: &Job, scales: Option<&Scales>, src: &[u8], piece: Range<u64>, dst: &mut [u8]) {
     let from = job.source.dtype;
-    let scales = read_scales(job, catalog);
     match &job.op {
-        Op::Copy(part) => dst.copy_from_slice(&src_all[part.start as usize..part.end as usize]),
+        Op::Copy(_) => dst.copy_from_slice(src),
         Op::Cast(part) => {
-            let size = elem_bytes(from);
-            let src = &src_all[(part.start * size) as usize..(part.end * size) as usize];
             let cols = job.source.scale.as_ref().map_or(1, |s| s.cols);
             let at = |k: u64| ((part.start + k) / cols, (part.start + k) % cols);
-            convert(from, job.out_dtype, src, scales.as_ref(), &at, dst);
+            convert(from, job.out_dtype, src, scales, &at, dst);
         }
-        Op::Transpose { rows, cols, band } => {
+        Op::Transpose { rows, band, .. } => {
             let size = elem_bytes(from) as usize;
-            let band_usize = band.start as usize..band.end as usize;
+            let (rows, band_cols) = (*rows as usize, (band.end - band.start) as usize);
+            let cols_usize = piece.start as usize..piece.end as usize;
             if from == job.out_dtype && scales.is_none() {
-                kernels::transpose_band(
-                    src_all,
-                    *rows as usize,
-                    *cols as usize,
-                    size,
-                    band_usize,
-                    dst,
-                );
+                kernels::transpose_band(src, rows, band_cols, size, cols_usize, dst);
                 return;
             }
-            let at = |k: u64| (k % rows, band.start + k / rows);
+            let first_col = band.start + piece.start;
+            let at = |k: u64| (k % rows as u64, first_col + k / rows as u64);
             TRANSPOSED.with_borrow_mut(|transposed| {
                 transposed.resize(dst.len() / elem_bytes(job.out_dtype) as usize * size, 0);
-                kernels::transpose_band(
-                    src_all,
-                    *rows as usize,
-                    *cols as usize,
-                    size,
-                    band_usize,
-                    transposed,
-                );
-                convert(from, job.out_dtype, transposed, scales.as_ref(), &at, dst);
+                kernels::transpose_band(src, rows, band_cols, size, cols_usize, transposed);
+                convert(from, job.out_dtype, transposed, scales, &at, dst);
             });
         }
     }
@@ -111,20 +170,23 @@ struct Scales {
 }
 
 /// The decoded scales of a job's source, if it has any.
-fn read_scales(job: &Job, catalog: &Catalog) -> Option<Scales> {
-    let scale = job.source.scale.as_ref()?;
-    let raw = catalog.shard(scale.shard).bytes(&scale.bytes);
+fn read_scales(job: &Job, catalog: &Catalog) -> Result<Option<Scales>> {
+    let Some(scale) = job.source.scale.as_ref() else {
+        return Ok(None);
+    };
+    let mut raw = vec![0u8; (scale.bytes.end - scale.bytes.start) as usize];
+    catalog.shard(scale.shard).read_at(&scale.bytes, &mut raw)?;
     let mut wide = vec![0u8; raw.len() / elem_bytes(scale.dtype) as usize * 4];
-    dtype::cast_into(scale.dtype, Dtype::F32, raw, &mut wide);
+    dtype::cast_into(scale.dtype, Dtype::F32, &raw, &mut wide);
     let values = wide
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    Some(Scales {
+    Ok(Some(Scales {
         values,
         scale_cols: scale.cols.div_ceil(scale.block[1]),
         block: scale.block,
-    })
+    }))
 }
 
 /// Converts `src` elements into `dst` in the output dtype: through F32 multiplied by their
@@ -157,37 +219,4 @@ fn convert(
         }
         dtype::cast_into(Dtype::F32, to, wide, dst);
     });
-}
-
-/// Drops the input pages a batch has finished reading, one call per contiguous span: a cast's
-/// own part, or a whole transposed source after its last band. Copies through the kernel
-/// never map their pages.
-fn release(batch: &[Job], catalog: &Catalog) {
-    let mut spans: Vec<(ShardId, Range<u64>)> = batch
-        .iter()
-        .filter_map(|job| read_range(job).map(|r| (job.source.shard, r)))
-        .collect();
-    spans.sort_by_key(|(shard, r)| (*shard, r.start));
-    let mut merged: Vec<(ShardId, Range<u64>)> = Vec::with_capacity(spans.len());
-    for (shard, r) in spans {
-        match merged.last_mut() {
-            Some((s, last)) if *s == shard && r.start <= last.end => last.end = last.end.max(r.end),
-            _ => merged.push((shard, r)),
-        }
-    }
-    for (shard, r) in merged {
-        catalog.shard(shard).release(&r);
-    }
-}
-
-fn read_range(job: &Job) -> Option<Range<u64>> {
-    let start = job.source.bytes.start;
-    match &job.op {
-        Op::Copy(part) => Some(start + part.start..start + part.end),
-        Op::Cast(part) => {
-            let size = elem_bytes(job.source.dtype);
-            Some(start + part.start * size..start + part.end * size)
-        }
-        Op::Transpose { cols, band, .. } => (band.end == *cols).then(|| job.source.bytes.clone()),
-    }
 }

@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use super::jobs::CHUNK_BYTES;
 use crate::catalog::{INDEX_FILE, Shard};
 use crate::error::{Error, Result};
 use crate::plan::{OutputShard, Plan};
@@ -74,10 +75,10 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) {
 }
 
 /// Copies `range` of `shard` to `offset` of `out`, in the kernel where the file systems
-/// allow it, else through the input map.
+/// allow it, else through a buffer.
 ///
 /// # Errors
-/// [`Error::Io`] naming the output path.
+/// [`Error::Io`] naming the output path, or the input shard when a read fails.
 pub fn copy_range(
     shard: &Shard,
     range: &Range<u64>,
@@ -107,6 +108,8 @@ pub fn copy_range(
             done += n as u64;
             continue;
         }
+        // 0 is the end of the input (a shrunk file, which the buffered copy names) or, on
+        // some file systems, a copy they do not support.
         let err = std::io::Error::last_os_error();
         let unsupported = n == 0
             || matches!(
@@ -116,10 +119,34 @@ pub fn copy_range(
         if !unsupported {
             return Err(Error::io(out_path, "copy")(err));
         }
-        let rest = range.start + done..range.end;
-        write_at(out, shard.bytes(&rest), offset + done, out_path)?;
-        shard.release(&rest);
-        done = len;
+        return copy_buffered(
+            shard,
+            &(range.start + done..range.end),
+            out,
+            offset + done,
+            out_path,
+        );
+    }
+    Ok(())
+}
+
+/// Copies `range` of `shard` to `offset` of `out` through a buffer of at most
+/// [`CHUNK_BYTES`], for file systems that cannot copy in the kernel.
+fn copy_buffered(
+    shard: &Shard,
+    range: &Range<u64>,
+    out: &File,
+    offset: u64,
+    out_path: &Path,
+) -> Result<()> {
+    let mut buf = Vec::new();
+    let mut at = range.start;
+    while at < range.end {
+        let piece = at..(at + CHUNK_BYTES).min(range.end);
+        buf.resize((piece.end - piece.start) as usize, 0);
+        shard.read_at(&piece, &mut buf)?;
+        write_at(out, &buf, offset + (at - range.start), out_path)?;
+        at = piece.end;
     }
     Ok(())
 }

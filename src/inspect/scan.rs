@@ -346,7 +346,7 @@ fn shards(catalog: &Catalog) -> Vec<ShardSummary> {
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
             n_tensors: 0,
             payload_bytes: 0,
-            file_bytes: shard.mmap.len() as u64,
+            file_bytes: shard.len_bytes,
         })
         .collect();
     for t in &catalog.tensors {

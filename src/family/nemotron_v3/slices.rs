@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::expert_shape;
 use super::experts::ExpertShape;
 use super::names::{MergedName, Proj};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, same_bytes};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::family::meta;
@@ -150,8 +150,10 @@ pub fn check_shared_identical(catalog: &Catalog) -> Result<()> {
             let (a, b) = (&catalog.tensors[i], &catalog.tensors[other[name]]);
             let same = a.dtype == b.dtype
                 && a.shape == b.shape
-                && catalog.shard(a.shard).bytes(&a.bytes) == catalog.shard(b.shard).bytes(&b.bytes);
-            catalog.shard(b.shard).release(&b.bytes);
+                && same_bytes(
+                    (catalog.shard(a.shard), &a.bytes),
+                    (catalog.shard(b.shard), &b.bytes),
+                )?;
             if !same {
                 return Err(slice_error(
                     catalog,
