@@ -173,13 +173,13 @@ fn push_bands<'p>(jobs: &mut Vec<Job<'p>>, base: Job<'p>) {
 pub fn reads(job: &Job) -> Vec<Range<u64>> {
     let start = job.source.bytes.start;
     match &job.op {
-        Op::Copy(part) => vec![start + part.start..start + part.end],
+        Op::Copy(part) => Vec::from([start + part.start..start + part.end]),
         Op::Cast(part) => {
             let size = elem_bytes(job.source.dtype);
-            vec![start + part.start * size..start + part.end * size]
+            Vec::from([start + part.start * size..start + part.end * size])
         }
         Op::Transpose { cols, band, .. } if band.start == 0 && band.end == *cols => {
-            vec![job.source.bytes.clone()]
+            Vec::from([job.source.bytes.clone()])
         }
         Op::Transpose { rows, cols, band } => {
             let size = elem_bytes(job.source.dtype);
