@@ -173,13 +173,13 @@ fn push_bands<'p>(jobs: &mut Vec<Job<'p>>, base: Job<'p>) {
 pub fn reads(job: &Job) -> Vec<Range<u64>> {
     let start = job.source.bytes.start;
     match &job.op {
-        Op::Copy(part) => Vec::from([start + part.start..start + part.end]),
+        Op::Copy(part) => std::iter::once(start + part.start..start + part.end).collect(),
         Op::Cast(part) => {
             let size = elem_bytes(job.source.dtype);
-            Vec::from([start + part.start * size..start + part.end * size])
+            std::iter::once(start + part.start * size..start + part.end * size).collect()
         }
         Op::Transpose { cols, band, .. } if band.start == 0 && band.end == *cols => {
-            Vec::from([job.source.bytes.clone()])
+            std::iter::once(job.source.bytes.clone()).collect()
         }
         Op::Transpose { rows, cols, band } => {
             let size = elem_bytes(job.source.dtype);
