@@ -172,7 +172,7 @@ timed() {
     if [[ -n $RESULTS ]]; then
         awk -v s="$start" -v e="$end" -v rss="$rss" -v b="$before" -v a="$after" 'BEGIN {
             split(b, x, " "); split(a, y, " "); n = y[1] - x[1]
-            printf "%.3f %d %d %.0f\n", e - s, rss, n, n > 0 ? (y[2] - x[2]) * 512 / 1024 / n : 0
+            printf "%.3f %d %d %.0f\n", e - s, rss, n, (n > 0 ? (y[2] - x[2]) * 512 / 1024 / n : 0)
         }' >>"$RESULTS/$label"
     fi
 }

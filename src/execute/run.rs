@@ -220,3 +220,134 @@ fn convert(
         dtype::cast_into(Dtype::F32, to, wide, dst);
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use half::bf16;
+    use safetensors::tensor::TensorView;
+
+    use super::*;
+    use crate::catalog::{ShardId, TensorId};
+    use crate::plan::Source;
+
+    const ROWS: u64 = 1500;
+    const COLS: u64 = 700;
+
+    /// A checkpoint directory holding one BF16 `[ROWS, COLS]` matrix `m` of finite values
+    /// that differ from their neighbours in every direction, and its catalog.
+    fn matrix() -> (tempfile::TempDir, Catalog, Vec<bf16>) {
+        let dir = tempfile::tempdir().unwrap();
+        let values: Vec<bf16> = (0..ROWS * COLS)
+            .map(|k| bf16::from_bits((k * 40_503 % 0x3f80) as u16))
+            .collect();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = TensorView::new(
+            safetensors::Dtype::BF16,
+            vec![ROWS as usize, COLS as usize],
+            &bytes,
+        )
+        .unwrap();
+        let tensors = HashMap::from([("m".to_string(), view)]);
+        safetensors::serialize_to_file(&tensors, None, &dir.path().join("model.safetensors"))
+            .unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        (dir, catalog, values)
+    }
+
+    fn source(catalog: &Catalog) -> Source {
+        let t = catalog.tensor(TensorId(0));
+        Source {
+            tensor: TensorId(0),
+            shard: ShardId(0),
+            bytes: t.bytes.clone(),
+            dtype: Dtype::BF16,
+            scale: None,
+        }
+    }
+
+    /// Runs one transpose job of columns `band` into a fresh file; returns its bytes.
+    fn transpose(band: Range<u64>, out_dtype: Dtype) -> (Vec<u8>, Vec<bf16>) {
+        let (dir, catalog, values) = matrix();
+        let source = source(&catalog);
+        let job = Job {
+            source: &source,
+            out_dtype,
+            file: 0,
+            offset: 0,
+            op: Op::Transpose {
+                rows: ROWS,
+                cols: COLS,
+                band,
+            },
+        };
+        let path = dir.path().join("out");
+        let out = File::create_new(&path).unwrap();
+        let written = run_batch(std::slice::from_ref(&job), &catalog, &out, &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(written, bytes.len() as u64);
+        (bytes, values)
+    }
+
+    fn expected(band: Range<u64>, values: &[bf16], out: impl Fn(bf16) -> Vec<u8>) -> Vec<u8> {
+        band.flat_map(|c| (0..ROWS).map(move |r| r * COLS + c))
+            .flat_map(|k| out(values[k as usize]))
+            .collect()
+    }
+
+    #[test]
+    fn whole_matrix_transposes_in_pieces_larger_than_a_chunk() {
+        let (bytes, values) = transpose(0..COLS, Dtype::BF16);
+        assert!(bytes.len() as u64 > CHUNK_BYTES);
+        assert_eq!(
+            bytes,
+            expected(0..COLS, &values, |v| v.to_le_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn column_band_is_read_row_by_row_and_transposed() {
+        let (bytes, values) = transpose(100..500, Dtype::BF16);
+        assert!(bytes.len() as u64 > CHUNK_BYTES);
+        assert_eq!(
+            bytes,
+            expected(100..500, &values, |v| v.to_le_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn column_band_cast_to_f32_keeps_values() {
+        let (bytes, values) = transpose(3..9, Dtype::F32);
+        let f32_bytes = |v: bf16| v.to_f32().to_le_bytes().to_vec();
+        assert_eq!(bytes, expected(3..9, &values, f32_bytes));
+    }
+
+    #[test]
+    fn input_truncated_during_a_run_is_named_not_a_crash() {
+        let (dir, catalog, _) = matrix();
+        let shard_path = dir.path().join("model.safetensors");
+        let len = std::fs::metadata(&shard_path).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&shard_path)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+        let source = source(&catalog);
+        let job = Job {
+            source: &source,
+            out_dtype: Dtype::BF16,
+            file: 0,
+            offset: 0,
+            op: Op::Cast(0..ROWS * COLS),
+        };
+        let path = dir.path().join("out");
+        let out = File::create_new(&path).unwrap();
+        let err = run_batch(std::slice::from_ref(&job), &catalog, &out, &path).unwrap_err();
+        assert!(
+            matches!(&err, crate::Error::ShardShrank { path, .. } if *path == shard_path),
+            "{err}"
+        );
+    }
+}
