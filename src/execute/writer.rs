@@ -60,15 +60,30 @@ pub fn write_at(file: &File, bytes: &[u8], offset: u64, path: &Path) -> Result<(
     Ok(())
 }
 
-/// Starts writing `len` bytes at `offset` to disk now, without waiting, so the final fsync
-/// finds little left to do. Only a hint: failures show up at the fsync.
+/// Dirty output is handed to the disk in windows of this size, so writeback requests are
+/// large (1 MiB windows gave 0.9 MiB write requests against 3.3 MiB for `cp -r`).
+const WRITEBACK_WINDOW_BYTES: u64 = 8 << 20;
+
+/// Starts writing to disk, without waiting, the windows of [`WRITEBACK_WINDOW_BYTES`] that
+/// a write of `len` bytes at `offset` completed, one window behind, so that the final fsync
+/// finds little left to do and writes of other threads into the window just finished are
+/// in it. Only a hint: failures show up at the fsync.
 pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    let (first, last) = (
+        offset / WRITEBACK_WINDOW_BYTES,
+        (offset + len) / WRITEBACK_WINDOW_BYTES,
+    );
+    let from = first.saturating_sub(1) * WRITEBACK_WINDOW_BYTES;
+    let to = last.saturating_sub(1) * WRITEBACK_WINDOW_BYTES;
+    if last == first || to <= from {
+        return;
+    }
     // SAFETY: sync_file_range only reads the descriptor and three integers.
     unsafe {
         libc::sync_file_range(
             file.as_raw_fd(),
-            offset as i64,
-            len as i64,
+            from as i64,
+            (to - from) as i64,
             libc::SYNC_FILE_RANGE_WRITE,
         );
     }
