@@ -1,8 +1,7 @@
 //! The executor: runs a [`Plan`] into an output directory. It splits recipes into jobs of
 //! bounded size and runs them in order on every thread, reading ahead of them in large
 //! requests, with positioned reads and writes into preallocated shards, and commits the
-//! directory atomically. It knows no tensor
-//! names and no model rules.
+//! directory atomically. It knows no tensor names and no model rules.
 
 mod jobs;
 pub mod kernels;
@@ -165,26 +164,7 @@ fn run_in_order(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<()> {
-    let positions: Vec<u64> = batches
-        .iter()
-        .scan(0u64, |read, batch| {
-            let at = *read;
-            *read += batch
-                .iter()
-                .flat_map(jobs::reads)
-                .map(|r| r.end - r.start)
-                .sum::<u64>();
-            Some(at)
-        })
-        .collect();
-    let schedule =
-        prefetch::Prefetch::new(batches.iter().zip(&positions).flat_map(|(batch, &at)| {
-            batch.iter().flat_map(move |job| {
-                jobs::reads(job)
-                    .into_iter()
-                    .map(move |r| (at, job.source.shard, r))
-            })
-        }));
+    let schedule = prefetch::Prefetch::new(batches);
     let next = AtomicUsize::new(0);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     let fail = |e: Error| {
@@ -204,7 +184,7 @@ fn run_in_order(
             if failure.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
                 break;
             }
-            schedule.advance(catalog, positions[i]);
+            schedule.advance(catalog, i);
             let file = batch[0].file;
             let out = outs[file]
                 .as_ref()

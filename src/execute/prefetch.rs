@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Mutex;
 
+use super::jobs::{Job, reads};
 use crate::catalog::{Catalog, ShardId};
 
 /// How far ahead of the batch being started input is requested, in input bytes. Large enough
@@ -36,14 +37,35 @@ struct Extent {
 #[derive(Debug)]
 pub struct Prefetch {
     extents: Vec<Extent>,
+    /// Input bytes read by the batches before each batch.
+    positions: Vec<u64>,
     issued: Mutex<usize>,
 }
 
 impl Prefetch {
+    /// The schedule of `batches`, run in this order.
+    pub fn new(batches: &[Vec<Job>]) -> Prefetch {
+        let mut positions = Vec::with_capacity(batches.len());
+        let mut all = Vec::new();
+        let mut at = 0;
+        for batch in batches {
+            positions.push(at);
+            for job in batch {
+                for r in reads(job) {
+                    at += r.end - r.start;
+                    all.push((positions[positions.len() - 1], job.source.shard, r));
+                }
+            }
+        }
+        let mut schedule = Prefetch::of_reads(all);
+        schedule.positions = positions;
+        schedule
+    }
+
     /// The schedule for reads given in run order as `(position, shard, range)`, where
     /// `position` is the input bytes read by earlier batches; the bytes of a long range are
     /// needed at increasing positions.
-    pub fn new(reads: impl IntoIterator<Item = (u64, ShardId, Range<u64>)>) -> Prefetch {
+    fn of_reads(reads: impl IntoIterator<Item = (u64, ShardId, Range<u64>)>) -> Prefetch {
         let mut extents: Vec<Extent> = Vec::new();
         let mut open: HashMap<ShardId, Vec<usize>> = HashMap::new();
         for (position, shard, range) in reads {
@@ -71,12 +93,15 @@ impl Prefetch {
         }
         Prefetch {
             extents,
+            positions: Vec::new(),
             issued: Mutex::new(0),
         }
     }
 
-    /// Issues every extent needed before `position + WINDOW_BYTES` that was not issued yet.
-    pub fn advance(&self, catalog: &Catalog, position: u64) {
+    /// Issues, as batch `batch` starts, every extent needed within [`WINDOW_BYTES`] of its
+    /// input position that was not issued yet.
+    pub fn advance(&self, catalog: &Catalog, batch: usize) {
+        let position = self.positions[batch];
         let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(e) = self.extents.get(*issued) {
             if e.need_at >= position.saturating_add(WINDOW_BYTES) {
@@ -110,7 +135,7 @@ mod tests {
     #[test]
     fn adjacent_and_near_reads_merge_into_one_extent() {
         let s = ShardId(0);
-        let p = Prefetch::new([(0, s, 0..100), (100, s, 100..200), (200, s, 300..400)]);
+        let p = Prefetch::of_reads([(0, s, 0..100), (100, s, 100..200), (200, s, 300..400)]);
         assert_eq!(ranges(&p), vec![(0, 0..400)]);
     }
 
@@ -123,14 +148,14 @@ mod tests {
             (20, s, 10..20),
             (30, s, far + 10..far + 20),
         ];
-        let p = Prefetch::new(reads);
+        let p = Prefetch::of_reads(reads);
         assert_eq!(ranges(&p), vec![(0, 0..20), (10, far..far + 20)]);
     }
 
     #[test]
     fn large_reads_are_cut_into_extents_needed_at_their_position() {
         let s = ShardId(1);
-        let p = Prefetch::new([(5, s, 0..EXTENT_BYTES * 2 + 1)]);
+        let p = Prefetch::of_reads([(5, s, 0..EXTENT_BYTES * 2 + 1)]);
         assert_eq!(
             ranges(&p),
             vec![
@@ -143,7 +168,7 @@ mod tests {
 
     #[test]
     fn reads_of_other_shards_or_far_apart_start_new_extents() {
-        let p = Prefetch::new([
+        let p = Prefetch::of_reads([
             (0, ShardId(0), 0..10),
             (10, ShardId(1), 10..20),
             (20, ShardId(0), 10 + 2 * GAP_BYTES..20 + 2 * GAP_BYTES),
