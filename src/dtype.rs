@@ -5,7 +5,7 @@
 //! non-NaN values: narrowing rounds to nearest, ties to even; widening is exact.
 //! This module knows nothing about tensor names or checkpoint layout.
 
-use half::f16;
+use half::{bf16, f16};
 
 pub use safetensors::Dtype;
 
@@ -64,7 +64,6 @@ pub fn cast_into(from: Dtype, to: Dtype, src: &[u8], dst: &mut [u8]) {
         return;
     }
     match from {
-        Dtype::F32 if to == Dtype::BF16 => f32_to_bf16(src, dst),
         Dtype::F32 => via_f32(to, src, dst, f32::from_le_bytes),
         Dtype::F64 => via_f32(to, src, dst, |b| f64::from_le_bytes(b) as f32),
         Dtype::F16 => via_f32(to, src, dst, |b| f16::from_le_bytes(b).to_f32()),
@@ -132,7 +131,7 @@ fn via_f32<const S: usize>(to: Dtype, src: &[u8], dst: &mut [u8], dec: impl Fn([
         Dtype::F64 => map_elems(src, dst, |b| f64::from(dec(b)).to_le_bytes()),
         Dtype::F32 => map_elems(src, dst, |b| dec(b).to_le_bytes()),
         Dtype::F16 => map_elems(src, dst, |b| f16::from_f32(dec(b)).to_le_bytes()),
-        Dtype::BF16 => map_elems(src, dst, |b| bf16_bits(dec(b).to_bits()).to_le_bytes()),
+        Dtype::BF16 => map_elems(src, dst, |b| bf16::from_f32(dec(b)).to_le_bytes()),
         _ => unreachable!("cast_into: unsupported target dtype {to}"),
     }
 }
@@ -151,27 +150,8 @@ fn map_elems<const S: usize, const D: usize>(
     }
 }
 
-/// Hot-path kernel: little-endian f32 bytes to bf16 bytes, branch-free so the
-/// loop auto-vectorizes.
-fn f32_to_bf16(src: &[u8], dst: &mut [u8]) {
-    for (s, d) in src.chunks_exact(4).zip(dst.chunks_exact_mut(2)) {
-        let x = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-        d.copy_from_slice(&bf16_bits(x).to_le_bytes());
-    }
-}
-
-/// f32 bits to bf16 bits: round to nearest even; NaN becomes a quiet NaN
-/// keeping sign and top payload bits. Overflow carries into the exponent, so
-/// values at or above the rounding edge become ±inf.
-#[inline(always)]
-fn bf16_bits(x: u32) -> u16 {
-    let rounded = x.wrapping_add(0x7FFF + ((x >> 16) & 1)) >> 16;
-    let quiet_nan = (x >> 16) | 0x0040;
-    let is_nan = (x & 0x7FFF_FFFF) > 0x7F80_0000;
-    (if is_nan { quiet_nan } else { rounded }) as u16
-}
-
-/// Exact bf16 to f32 widening (bf16 is the top half of an f32).
+/// Exact bf16 to f32 widening (bf16 is the top half of an f32), NaN payloads included
+/// (`half`'s `to_f32` quiets signalling NaNs).
 #[inline(always)]
 fn bf16_to_f32(bits: u16) -> f32 {
     f32::from_bits(u32::from(bits) << 16)
