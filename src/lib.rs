@@ -22,6 +22,14 @@
 //! # std::fs::remove_dir_all(&work).unwrap();
 //! # Ok::<(), nemoconv::Error>(())
 //! ```
+//!
+//! The default `cli` feature builds the `nemoconv` binary and its dependencies (clap,
+//! indicatif, ctrlc, anyhow); `default-features = false` gives the library alone.
+//!
+//! Linux only: the executor and the reader use `pread`/`pwrite`, `posix_fadvise`,
+//! `posix_fallocate`, `copy_file_range` and `sync_file_range`. Another Unix would need
+//! plain fallbacks for the last three (a buffered copy, `ftruncate`, nothing); Windows
+//! would also need positioned I/O through `FileExt::seek_read`/`seek_write`.
 #![warn(missing_docs)]
 
 pub mod catalog;
