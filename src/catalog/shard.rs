@@ -69,6 +69,9 @@ impl Shard {
         // SAFETY: the map is read-only, lives only for this check, and touches only the
         // header's pages, which were just found to exist.
         let mmap = unsafe { Mmap::map(&file) }.map_err(Error::io(path, "mmap"))?;
+        // Faulting the header must not read ahead into the tensors (8 MiB here): that would
+        // make a cold file look cached to the prefetcher. A refusal only costs that.
+        let _ = mmap.advise(memmap2::Advice::Random);
         let (metadata, entries) = parse_header(&mmap).map_err(|reason| Error::BadShard {
             path: path.to_path_buf(),
             reason,
@@ -102,10 +105,50 @@ impl Shard {
             })
     }
 
+    /// Whether most of `range` is in the page cache now (asked with `mincore` on a map of
+    /// the range that is never read). Where the kernel cannot tell, it answers yes, so
+    /// nothing is dropped.
+    pub fn is_cached(&self, range: &Range<u64>) -> bool {
+        let page = page_size() as u64;
+        let start = range.start / page * page;
+        let Ok(len) = usize::try_from(range.end - start) else {
+            return true;
+        };
+        if len == 0 {
+            return true;
+        }
+        // SAFETY: a read-only map of this process's own open file, never dereferenced:
+        // only the kernel looks at its pages' residency.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(start)
+                .len(len)
+                .map(&self.file)
+        };
+        let Ok(map) = map else {
+            return true;
+        };
+        let mut resident = vec![0u8; len.div_ceil(page as usize)];
+        // SAFETY: the map starts at a page boundary (its offset is page-aligned) and spans
+        // `len` bytes; `resident` holds one byte per page of it.
+        let rc = unsafe { libc::mincore(map.as_ptr() as *mut _, len, resident.as_mut_ptr()) };
+        rc != 0 || resident.iter().filter(|&&r| r & 1 == 1).count() * 2 > resident.len()
+    }
+
+    /// Drops `range` from the page cache, once it is read and used, so that a checkpoint
+    /// larger than memory does not push out everything else. Only a hint.
+    pub fn forget(&self, range: &Range<u64>) {
+        self.advise(range, libc::POSIX_FADV_DONTNEED);
+    }
+
     /// Asks the kernel to start reading `range` into the page cache now, in large requests,
     /// so that a later [`Shard::read_at`] or kernel-side copy finds it there. Only a hint:
     /// a refusal costs speed, not correctness, so it is ignored.
     pub fn prefetch(&self, range: &Range<u64>) {
+        self.advise(range, libc::POSIX_FADV_WILLNEED);
+    }
+
+    fn advise(&self, range: &Range<u64>, advice: libc::c_int) {
         let (Ok(start), Ok(len)) = (
             i64::try_from(range.start),
             i64::try_from(range.end - range.start),
@@ -114,9 +157,15 @@ impl Shard {
         };
         // SAFETY: posix_fadvise only reads the descriptor and three integers.
         unsafe {
-            libc::posix_fadvise(self.file.as_raw_fd(), start, len, libc::POSIX_FADV_WILLNEED);
+            libc::posix_fadvise(self.file.as_raw_fd(), start, len, advice);
         }
     }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
 }
 
 /// Bytes compared per read by [`same_bytes`].

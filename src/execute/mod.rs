@@ -190,7 +190,10 @@ fn run_in_order(
                 .as_ref()
                 .expect("jobs are filtered to this worker's files");
             match run::run_batch(batch, catalog, out, &files[file].partial) {
-                Ok(written) => progress.advance(written),
+                Ok(written) => {
+                    schedule.finish(catalog, i);
+                    progress.advance(written);
+                }
                 Err(e) => {
                     fail(e);
                     break;

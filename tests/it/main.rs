@@ -17,6 +17,7 @@ mod harness;
 mod inspect_verify;
 mod mutation;
 mod output;
+mod page_cache;
 mod quantized;
 mod reader;
 mod roundtrip;
