@@ -117,6 +117,27 @@ pub fn convert(
     cancel: &AtomicBool,
 ) -> Result<Report> {
     let planned = plan(direction, inputs, options)?;
+    let summary = execute_planned(&planned, output, options, progress, cancel)?;
+    let dropped = planned
+        .plans
+        .into_iter()
+        .next()
+        .map(|(_, p)| p.dropped)
+        .unwrap_or_default();
+    Ok(Report { summary, dropped })
+}
+
+/// Writes planned outputs into `output` on a thread pool of `options.threads`.
+///
+/// # Errors
+/// An output failure (the partial output is removed), or [`Error::Interrupted`].
+pub(crate) fn execute_planned(
+    planned: &Planned,
+    output: &Path,
+    options: &Options,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<Summary> {
     let targets: Vec<Target> = planned
         .plans
         .iter()
@@ -131,7 +152,7 @@ pub fn convert(
         action: "start worker threads",
         source: std::io::Error::other(e),
     })?;
-    let summary = pool.install(|| {
+    pool.install(|| {
         execute::execute(
             &targets,
             &planned.catalog,
@@ -141,14 +162,7 @@ pub fn convert(
             progress,
             cancel,
         )
-    })?;
-    let dropped = planned
-        .plans
-        .into_iter()
-        .next()
-        .map(|(_, p)| p.dropped)
-        .unwrap_or_default();
-    Ok(Report { summary, dropped })
+    })
 }
 
 /// One directory holding `rank-*-of-*` slice directories and no shards stands for those slices.

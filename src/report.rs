@@ -65,6 +65,16 @@ pub fn finish(report: &Report, worker: Option<Worker>, quiet: bool) {
     }
 }
 
+/// Says on stderr how many dtype-mapping names `consolidate` completed, unless quiet.
+pub fn completed(names: &[String], quiet: bool) {
+    if !quiet && !names.is_empty() {
+        eprintln!(
+            "nemoconv: completed the original dtype of {} tensors missing from fqn_to_dtype_mapping.json (--lenient keeps the reference's dtypes)",
+            names.len()
+        );
+    }
+}
+
 /// The `--dry-run` output: per output checkpoint, each tensor with its recipe.
 pub fn dry_run(planned: &Planned, json: bool) -> Vec<u8> {
     let targets: Vec<_> = planned

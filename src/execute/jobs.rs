@@ -12,7 +12,7 @@ use crate::plan::{Plan, Recipe, Source};
 /// here than of 1 MiB, `dd bs=4M` vs `bs=1M` likewise).
 pub const CHUNK_BYTES: u64 = 1 << 20;
 /// Most bytes one kernel-side copy job moves, so big tensors still spread over threads.
-const COPY_CHUNK_BYTES: u64 = 256 << 20;
+pub(super) const COPY_CHUNK_BYTES: u64 = 256 << 20;
 /// Jobs smaller than this are batched with their neighbours to save system calls.
 const SMALL_JOB_BYTES: u64 = 1 << 20;
 
@@ -112,6 +112,15 @@ pub fn jobs(plan: &Plan, base: usize) -> Vec<Job<'_>> {
                 };
                 push_bands(&mut jobs, job(source, place.offset, whole));
             }
+            Recipe::Assemble { sources, slots } => {
+                let at = super::assemble::At {
+                    shape: &t.shape,
+                    out_dtype: t.dtype,
+                    file: base + place.shard,
+                    offset: place.offset,
+                };
+                super::assemble::push_jobs(&mut jobs, sources, slots, at);
+            }
         }
     }
     jobs
@@ -162,7 +171,7 @@ fn push_bands<'p>(jobs: &mut Vec<Job<'p>>, base: Job<'p>) {
     }
 }
 
-fn ranges(len: u64, step: u64) -> impl Iterator<Item = Range<u64>> {
+pub(super) fn ranges(len: u64, step: u64) -> impl Iterator<Item = Range<u64>> {
     let step = step.max(1);
     (0..len.div_ceil(step)).map(move |i| i * step..((i + 1) * step).min(len))
 }

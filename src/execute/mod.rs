@@ -3,6 +3,7 @@
 //! releases input pages once read, and commits the directory atomically. It knows no tensor
 //! names and no model rules.
 
+mod assemble;
 mod jobs;
 pub mod kernels;
 mod run;
@@ -139,8 +140,12 @@ pub fn execute(
     if worker.is_none_or(|w| w.index == 0) {
         for target in targets {
             let dir = staging.dir().join(target.subdir);
-            writer::write_index(&dir, target.plan)?;
-            writer::copy_files(&catalog.dir, &dir, &target.plan.copy_files, &[INDEX_FILE])?;
+            // A plan may bring its own index (consolidate writes the reference's).
+            if !target.plan.written_files.contains_key(Path::new(INDEX_FILE)) {
+                writer::write_index(&dir, target.plan)?;
+            }
+            let from = catalog.dir.join(&target.plan.copy_from);
+            writer::copy_files(&from, &dir, &target.plan.copy_files, &[INDEX_FILE])?;
             for (rel, bytes) in &target.plan.written_files {
                 writer::write_synced(&dir.join(rel), bytes)?;
             }

@@ -350,9 +350,9 @@ fn shards(catalog: &Catalog) -> Vec<ShardSummary> {
         })
         .collect();
     for t in &catalog.tensors {
-        let s = &mut out[t.shard.0 as usize];
+        let s = &mut out[t.shard().0 as usize];
         s.n_tensors += 1;
-        s.payload_bytes += t.bytes.end - t.bytes.start;
+        s.payload_bytes += t.bytes().end - t.bytes().start;
     }
     out
 }

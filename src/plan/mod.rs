@@ -75,6 +75,23 @@ pub enum Recipe {
         /// Columns of the source matrix.
         cols: u64,
     },
+    /// Pieces of a tensor (a DCP checkpoint's rank shards) each placed into its row-major
+    /// block of the output and converted to the output dtype (DCP-FORMAT §3.4).
+    Assemble {
+        /// One source per piece.
+        sources: Vec<Source>,
+        /// Where each piece goes (same index).
+        slots: Vec<Slot>,
+    },
+}
+
+/// The block of the output tensor one piece fills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// The piece's dimensions.
+    pub shape: Vec<u64>,
+    /// Index of its first element in the output tensor, per dimension.
+    pub offset: Vec<u64>,
 }
 
 impl Recipe {
@@ -84,7 +101,7 @@ impl Recipe {
             Recipe::Copy(s) | Recipe::Cast(s) | Recipe::TransposeSlice { source: s, .. } => {
                 std::slice::from_ref(s)
             }
-            Recipe::StackTransposed { sources, .. } => sources,
+            Recipe::StackTransposed { sources, .. } | Recipe::Assemble { sources, .. } => sources,
         }
     }
 }
@@ -120,6 +137,19 @@ pub struct FileChanges {
     pub skip: Vec<PathBuf>,
 }
 
+/// What a [`Plan::placed`] plan carries besides its tensors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// The subdirectory of the input that `copy_files` are relative to.
+    pub copy_from: PathBuf,
+    /// Non-weight files to copy, relative to `copy_from`.
+    pub copy_files: Vec<PathBuf>,
+    /// Files written with these contents (relative paths in the output).
+    pub written_files: BTreeMap<PathBuf, Vec<u8>>,
+    /// Input tensor names left out on purpose.
+    pub dropped: Vec<String>,
+}
+
 /// A complete, placed conversion: what to write where, and what else to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -131,7 +161,10 @@ pub struct Plan {
     pub shards: Vec<OutputShard>,
     /// The `__metadata__` every shard gets.
     pub metadata: BTreeMap<String, String>,
-    /// Non-weight files to copy, relative to the input directory.
+    /// The subdirectory of the input that `copy_files` are relative to (empty: the input
+    /// itself); each is copied to the same relative path in the output.
+    pub copy_from: PathBuf,
+    /// Non-weight files to copy, relative to `copy_from`.
     pub copy_files: Vec<PathBuf>,
     /// Non-weight files written with new contents instead of copied (relative paths).
     pub written_files: BTreeMap<PathBuf, Vec<u8>>,
@@ -174,6 +207,7 @@ impl Plan {
             placements,
             shards,
             metadata,
+            copy_from: PathBuf::new(),
             copy_files: catalog
                 .other_files
                 .iter()
@@ -182,6 +216,66 @@ impl Plan {
                 .collect(),
             written_files: files.replace,
             dropped,
+        })
+    }
+
+    /// A plan whose files are given: each output file's name and its tensors in file order,
+    /// with headers made by `encode_header` (the 8-byte length and the JSON). Used where the
+    /// output layout is a format rule, not nemoconv's choice (`consolidate`).
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] when two outputs share a name or a recipe does not fit its tensor.
+    pub fn placed(
+        catalog: &Catalog,
+        files: Vec<(String, Vec<OutputTensor>)>,
+        encode_header: &dyn Fn(&[OutputTensor]) -> Vec<u8>,
+        extra: Extras,
+    ) -> Result<Plan> {
+        let plan_error = |reason: String| Error::Checkpoint {
+            path: catalog.dir.clone(),
+            reason,
+        };
+        let mut tensors = Vec::new();
+        let mut shards = Vec::new();
+        let mut placements = Vec::new();
+        for (file_name, members) in files {
+            let header = encode_header(&members);
+            let mut offset = header.len() as u64;
+            let first = tensors.len();
+            for t in members {
+                check_recipe(&t)
+                    .map_err(|why| plan_error(format!("output tensor {:?}: {why}", t.name)))?;
+                placements.push(Placement {
+                    shard: shards.len(),
+                    offset,
+                });
+                offset += t.len_bytes().expect("checked by check_recipe");
+                tensors.push(t);
+            }
+            shards.push(OutputShard {
+                file_name,
+                header,
+                len_bytes: offset,
+                tensors: (first..tensors.len()).collect(),
+            });
+        }
+        let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(plan_error(format!(
+                "output tensor {:?} is planned twice",
+                w[0]
+            )));
+        }
+        Ok(Plan {
+            tensors,
+            placements,
+            shards,
+            metadata: BTreeMap::new(),
+            copy_from: extra.copy_from,
+            copy_files: extra.copy_files,
+            written_files: extra.written_files,
+            dropped: extra.dropped,
         })
     }
 
@@ -231,6 +325,7 @@ fn check_recipe(t: &OutputTensor) -> std::result::Result<(), String> {
                 ));
             }
         }
+        Recipe::Assemble { sources, slots } => check_assemble(t, sources, slots)?,
         Recipe::TransposeSlice { source, rows, cols } => {
             check_cast(source, t.dtype, Some(rows * cols), numel_of(source))?;
             if numel != Some(rows * cols) {
@@ -240,6 +335,59 @@ fn check_recipe(t: &OutputTensor) -> std::result::Result<(), String> {
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// Pieces fit their sources and lie inside the tensor, and their sizes add up to it (the
+/// catalog already checked that they do not overlap).
+fn check_assemble(
+    t: &OutputTensor,
+    sources: &[Source],
+    slots: &[Slot],
+) -> std::result::Result<(), String> {
+    if sources.len() != slots.len() {
+        return Err(format!(
+            "{} sources for {} slots",
+            sources.len(),
+            slots.len()
+        ));
+    }
+    let mut covered = 0u64;
+    for (s, slot) in sources.iter().zip(slots) {
+        let size = dtype::size_bytes(s.dtype).ok_or("pieces of a sub-byte dtype cannot be placed")?;
+        if s.dtype != t.dtype && !dtype::can_cast(s.dtype, t.dtype) {
+            return Err(format!(
+                "cannot convert {} to {}",
+                dtype::short_name(s.dtype),
+                dtype::short_name(t.dtype)
+            ));
+        }
+        let inside = slot.shape.len() == t.shape.len()
+            && slot.offset.len() == t.shape.len()
+            && (0..t.shape.len()).all(|d| {
+                slot.offset[d]
+                    .checked_add(slot.shape[d])
+                    .is_some_and(|end| end <= t.shape[d])
+            });
+        let numel = crate::catalog::numel(&slot.shape);
+        if !inside || numel.checked_mul(size as u64) != Some(s.bytes.end - s.bytes.start) {
+            return Err(format!(
+                "piece {:?} at {:?} does not fit shape {:?} or its {} bytes",
+                slot.shape,
+                slot.offset,
+                t.shape,
+                s.bytes.end - s.bytes.start
+            ));
+        }
+        covered = covered.saturating_add(numel);
+    }
+    if covered != crate::catalog::numel(&t.shape) {
+        return Err(format!(
+            "its pieces hold {covered} elements, shape {:?} needs {}",
+            t.shape,
+            crate::catalog::numel(&t.shape)
+        ));
     }
     Ok(())
 }

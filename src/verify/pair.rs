@@ -73,13 +73,13 @@ impl Job {
     /// A's tensor bytes.
     pub fn a_bytes(&self, cat: &Catalog) -> u64 {
         let t = cat.tensor(self.a);
-        t.bytes.end - t.bytes.start
+        t.bytes().end - t.bytes().start
     }
 
     /// B's tensor bytes.
     pub fn b_bytes(&self, cat: &Catalog) -> u64 {
         let t = cat.tensor(self.b);
-        t.bytes.end - t.bytes.start
+        t.bytes().end - t.bytes().start
     }
 
     /// A's shard and the file range of `units`.
@@ -110,8 +110,8 @@ impl Job {
 fn side_range(cat: &Catalog, id: TensorId, unit: usize, units: Range<u64>) -> (&Shard, Range<u64>) {
     let t = cat.tensor(id);
     let u = unit as u64;
-    let range = t.bytes.start + units.start * u..t.bytes.start + units.end * u;
-    (cat.shard(t.shard), range)
+    let range = t.bytes().start + units.start * u..t.bytes().start + units.end * u;
+    (cat.shard(t.shard()), range)
 }
 
 /// Every name of A and B, in name order, as a difference or a job.
@@ -222,7 +222,7 @@ fn classify(
         },
         unit_a,
         unit_b,
-        units: (ta.bytes.end - ta.bytes.start) / unit_a as u64,
+        units: (ta.bytes().end - ta.bytes().start) / unit_a as u64,
         rules,
     })
 }
