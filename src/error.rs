@@ -333,7 +333,7 @@ pub enum Error {
     },
     /// Part of a tensor is in no shard file.
     #[error(
-        "{path}: tensor {tensor:?}: elements {range} of its {shape:?} are in no shard file (its pieces are in {held}); a rank's shard file is missing"
+        "{path}: tensor {tensor:?}: elements {range} of its shape {shape:?} are in no shard file (its pieces are in {held}); a rank's shard file is missing"
     )]
     PieceGap {
         /// The checkpoint directory.
