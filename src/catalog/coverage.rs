@@ -65,9 +65,8 @@ pub fn check(
     if covered == total {
         return Ok(());
     }
-    let range = find_gap(shape, pieces).unwrap_or_else(|| {
-        format!("{} of {total} (only {covered} are held)", total - covered)
-    });
+    let range = find_gap(shape, pieces)
+        .unwrap_or_else(|| format!("{} of {total} (only {covered} are held)", total - covered));
     let mut held: Vec<String> = pieces
         .iter()
         .map(|p| path_of(p).display().to_string())
@@ -86,8 +85,9 @@ pub fn check(
 fn overlaps(a: &Piece, b: &Piece) -> bool {
     numel(&a.shape) > 0
         && numel(&b.shape) > 0
-        && (0..a.shape.len())
-            .all(|d| a.offset[d] < b.offset[d] + b.shape[d] && b.offset[d] < a.offset[d] + a.shape[d])
+        && (0..a.shape.len()).all(|d| {
+            a.offset[d] < b.offset[d] + b.shape[d] && b.offset[d] < a.offset[d] + a.shape[d]
+        })
 }
 
 /// The first overlapping pair, found by a sweep along the first dimension so the usual row
@@ -130,7 +130,11 @@ fn find_gap(shape: &[u64], pieces: &[Piece]) -> Option<String> {
     }
     let mut index = vec![0usize; shape.len()];
     for _ in 0..cells {
-        let start: Vec<u64> = index.iter().enumerate().map(|(d, &i)| bounds[d][i]).collect();
+        let start: Vec<u64> = index
+            .iter()
+            .enumerate()
+            .map(|(d, &i)| bounds[d][i])
+            .collect();
         let held = pieces.iter().any(|p| {
             numel(&p.shape) > 0
                 && (0..shape.len())
@@ -170,7 +174,11 @@ mod tests {
     }
 
     fn run(pieces: &[Piece]) -> Result<Vec<u64>> {
-        let paths = [PathBuf::from("r0"), PathBuf::from("r1"), PathBuf::from("r2")];
+        let paths = [
+            PathBuf::from("r0"),
+            PathBuf::from("r1"),
+            PathBuf::from("r2"),
+        ];
         let shape = full_shape(pieces);
         check(Path::new("dir"), "t", &shape, pieces, &|p| {
             paths[p.shard.0 as usize].clone()
@@ -205,12 +213,12 @@ mod tests {
 
     #[test]
     fn a_missing_column_block_is_a_gap() {
-        let pieces = [
-            piece(0, &[0, 0], &[4, 4]),
-            piece(1, &[0, 8], &[4, 4]),
-        ];
+        let pieces = [piece(0, &[0, 0], &[4, 4]), piece(1, &[0, 8], &[4, 4])];
         let err = run(&pieces).unwrap_err();
-        assert!(matches!(&err, Error::PieceGap { range, .. } if range == "[0:4, 4:8]"), "{err}");
+        assert!(
+            matches!(&err, Error::PieceGap { range, .. } if range == "[0:4, 4:8]"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -233,7 +241,11 @@ mod tests {
 
     #[test]
     fn an_empty_piece_overlaps_nothing() {
-        let pieces = [piece(0, &[0], &[3]), piece(1, &[3], &[0]), piece(2, &[1], &[0])];
+        let pieces = [
+            piece(0, &[0], &[3]),
+            piece(1, &[3], &[0]),
+            piece(2, &[1], &[0]),
+        ];
         assert_eq!(run(&pieces).unwrap(), vec![3]);
     }
 }

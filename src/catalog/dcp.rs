@@ -86,10 +86,13 @@ impl Catalog {
         let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
         for file in &shard_files {
             let (shard, entries) = Shard::open(&dir.join(file))?;
-            let id = ShardId(u32::try_from(catalog.shards.len()).map_err(|_| Error::Checkpoint {
-                path: dir.to_path_buf(),
-                reason: "more than 4 billion shard files".to_string(),
-            })?);
+            let id =
+                ShardId(
+                    u32::try_from(catalog.shards.len()).map_err(|_| Error::Checkpoint {
+                        path: dir.to_path_buf(),
+                        reason: "more than 4 billion shard files".to_string(),
+                    })?,
+                );
             let pieces = pieces_of(&shard, id, entries)?;
             catalog.shards.push(shard);
             for (name, dtype, piece) in pieces {
@@ -186,7 +189,11 @@ fn pieces_of(
                 e.shape.len()
             )));
         }
-        if offset.iter().zip(&e.shape).any(|(o, s)| o.checked_add(*s).is_none()) {
+        if offset
+            .iter()
+            .zip(&e.shape)
+            .any(|(o, s)| o.checked_add(*s).is_none())
+        {
             return Err(bad(format!(
                 "tensor {:?}: saved_offsets {offset:?} + shape {:?} overflow",
                 e.name, e.shape

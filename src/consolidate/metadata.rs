@@ -51,8 +51,8 @@ impl HfMetadata {
                 reason: "is missing; it says which output file each tensor goes to, restore it from the save".to_string(),
             });
         }
-        let file_index = parse_file_index(&read(&index_path)?)
-            .map_err(|reason| Error::BadHfMetadata {
+        let file_index =
+            parse_file_index(&read(&index_path)?).map_err(|reason| Error::BadHfMetadata {
                 path: index_path.clone(),
                 reason,
             })?;
@@ -128,7 +128,12 @@ mod tests {
             parse_file_index(r#"{"a": 1, "b": 3}"#).unwrap(),
             BTreeMap::from([("a".to_string(), 1), ("b".to_string(), 3)])
         );
-        for bad in [r#"{"a": 0}"#, r#"{"a": -1}"#, r#"{"a": "1"}"#, r#"{"a": 1.5}"#] {
+        for bad in [
+            r#"{"a": 0}"#,
+            r#"{"a": -1}"#,
+            r#"{"a": "1"}"#,
+            r#"{"a": 1.5}"#,
+        ] {
             let err = parse_file_index(bad).unwrap_err();
             assert!(err.contains("\"a\""), "{err}");
         }
@@ -139,8 +144,15 @@ mod tests {
     fn dtype_names_are_safetensors_names() {
         assert_eq!(
             parse_dtypes(r#"{"a": "BF16", "b": "F32"}"#).unwrap(),
-            BTreeMap::from([("a".to_string(), Dtype::BF16), ("b".to_string(), Dtype::F32)])
+            BTreeMap::from([
+                ("a".to_string(), Dtype::BF16),
+                ("b".to_string(), Dtype::F32)
+            ])
         );
-        assert!(parse_dtypes(r#"{"a": "bfloat16"}"#).unwrap_err().contains("\"a\""));
+        assert!(
+            parse_dtypes(r#"{"a": "bfloat16"}"#)
+                .unwrap_err()
+                .contains("\"a\"")
+        );
     }
 }

@@ -92,8 +92,8 @@ pub fn cast_config(text: &str, cast: Dtype) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Recipe, Source};
     use crate::catalog::{ShardId, TensorId};
+    use crate::plan::{Recipe, Source};
 
     fn tensor(name: &str, dtype: Dtype, shape: &[u64]) -> OutputTensor {
         let source = Source {
@@ -133,7 +133,10 @@ mod tests {
 
     #[test]
     fn cast_config_sets_torch_dtype_last_and_dtype_in_place() {
-        let out = cast_config("{\n  \"dtype\": \"bfloat16\",\n  \"eps\": 1e-05\n}\n", Dtype::F16);
+        let out = cast_config(
+            "{\n  \"dtype\": \"bfloat16\",\n  \"eps\": 1e-05\n}\n",
+            Dtype::F16,
+        );
         assert_eq!(
             String::from_utf8(out.unwrap()).unwrap(),
             "{\n  \"dtype\": \"float16\",\n  \"eps\": 1e-05,\n  \"torch_dtype\": \"float16\"\n}\n"

@@ -141,7 +141,11 @@ pub fn execute(
         for target in targets {
             let dir = staging.dir().join(target.subdir);
             // A plan may bring its own index (consolidate writes the reference's).
-            if !target.plan.written_files.contains_key(Path::new(INDEX_FILE)) {
+            if !target
+                .plan
+                .written_files
+                .contains_key(Path::new(INDEX_FILE))
+            {
                 writer::write_index(&dir, target.plan)?;
             }
             let from = catalog.dir.join(&target.plan.copy_from);

@@ -128,9 +128,7 @@ pub fn attach_scales(tensors: &mut [OutputTensor], dequant: &Dequant) {
             Recipe::Copy(s) | Recipe::Cast(s) | Recipe::TransposeSlice { source: s, .. } => {
                 std::slice::from_mut(s)
             }
-            Recipe::StackTransposed { sources, .. } | Recipe::Assemble { sources, .. } => {
-                sources
-            }
+            Recipe::StackTransposed { sources, .. } | Recipe::Assemble { sources, .. } => sources,
         };
         for s in sources {
             s.scale = dequant.scales.get(&s.tensor).cloned();

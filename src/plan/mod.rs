@@ -355,7 +355,8 @@ fn check_assemble(
     }
     let mut covered = 0u64;
     for (s, slot) in sources.iter().zip(slots) {
-        let size = dtype::size_bytes(s.dtype).ok_or("pieces of a sub-byte dtype cannot be placed")?;
+        let size =
+            dtype::size_bytes(s.dtype).ok_or("pieces of a sub-byte dtype cannot be placed")?;
         if s.dtype != t.dtype && !dtype::can_cast(s.dtype, t.dtype) {
             return Err(format!(
                 "cannot convert {} to {}",

@@ -4,9 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::harness::{
-    assert_refused, assert_same_file, convert, dir_entries, fixture, tempdir,
-};
+use crate::harness::{assert_refused, assert_same_file, convert, dir_entries, fixture, tempdir};
 
 fn golden(rel: &str) -> PathBuf {
     fixture(&format!("golden/dcp_tiny/{rel}"))
@@ -74,7 +72,9 @@ fn edit_mapping(model: &Path, edit: impl FnOnce(&mut serde_json::Map<String, ser
 fn golden_output_is_byte_identical_to_the_reference() {
     let tmp = tempdir();
     let out = tmp.path().join("hf");
-    consolidate(&[], &golden("sharded"), &out).success().stdout_empty();
+    consolidate(&[], &golden("sharded"), &out)
+        .success()
+        .stdout_empty();
     assert_same_output(&out, &golden("consolidated"), &[]);
 }
 
@@ -95,8 +95,14 @@ fn dtype_f16_equals_the_reference_cast_with_dtype_key_set_too() {
     // The reference sets torch_dtype and leaves the v5 dtype stale; nemoconv sets both.
     let reference = std::fs::read_to_string(golden("consolidated_cast_fp16/config.json")).unwrap();
     let expected = reference.replace("\"dtype\": \"bfloat16\"", "\"dtype\": \"float16\"");
-    assert_ne!(expected, reference, "the reference config has a stale dtype key");
-    assert_eq!(std::fs::read_to_string(out.join("config.json")).unwrap(), expected);
+    assert_ne!(
+        expected, reference,
+        "the reference config has a stale dtype key"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("config.json")).unwrap(),
+        expected
+    );
 }
 
 #[test]
@@ -191,7 +197,12 @@ fn a_mapped_tensor_no_shard_holds_is_refused() {
     });
     let out = tmp.path().join("hf");
     let run = consolidate(&[], &model, &out);
-    assert_refused(&run, &out, "\"bogus.weight\"", "fqn_to_file_index_mapping.json");
+    assert_refused(
+        &run,
+        &out,
+        "\"bogus.weight\"",
+        "fqn_to_file_index_mapping.json",
+    );
     run.stderr_has("--lenient");
 }
 
@@ -210,7 +221,10 @@ fn lenient_drops_and_lists_mapped_tensors_no_shard_holds_and_keeps_the_file_coun
     for i in 1..=3 {
         let ours = out.join(format!("model-0000{i}-of-00004.safetensors"));
         let theirs = reference.join(format!("model-0000{i}-of-00003.safetensors"));
-        assert!(std::fs::read(ours).unwrap() == std::fs::read(theirs).unwrap(), "file {i}");
+        assert!(
+            std::fs::read(ours).unwrap() == std::fs::read(theirs).unwrap(),
+            "file {i}"
+        );
     }
     assert!(!out.join("model-00004-of-00004.safetensors").exists());
 }
@@ -220,10 +234,19 @@ fn a_safetensors_file_without_dcp_metadata_is_refused() {
     let tmp = tempdir();
     let model = damaged_copy(tmp.path());
     let plain = model.join("model-00001-of-00003.safetensors");
-    std::fs::copy(golden("consolidated/model-00001-of-00003.safetensors"), &plain).unwrap();
+    std::fs::copy(
+        golden("consolidated/model-00001-of-00003.safetensors"),
+        &plain,
+    )
+    .unwrap();
     let out = tmp.path().join("hf");
     let run = consolidate(&[], &model, &out);
-    assert_refused(&run, &out, "DCP_SHARDING_INFO", "model-00001-of-00003.safetensors");
+    assert_refused(
+        &run,
+        &out,
+        "DCP_SHARDING_INFO",
+        "model-00001-of-00003.safetensors",
+    );
 }
 
 #[test]

@@ -124,10 +124,9 @@ pub fn cut(tensor: &Tensor, piece: &PieceSpec) -> Vec<u8> {
     let mut out = Vec::with_capacity(numel as usize * size);
     let mut index = vec![0u64; nd];
     for _ in 0..numel {
-        let mut flat = 0u64;
-        for d in 0..nd {
-            flat = flat * tensor.shape[d] + piece.offset[d] + index[d];
-        }
+        let flat = (0..nd).fold(0u64, |flat, d| {
+            flat * tensor.shape[d] + piece.offset[d] + index[d]
+        });
         let at = flat as usize * size;
         out.extend(&tensor.data[at..at + size]);
         for d in (0..nd).rev() {
@@ -146,8 +145,11 @@ fn ints(values: &[u64], sep: &str) -> String {
     format!("[{}]", v.join(sep))
 }
 
-/// One rank file: `(name, dtype, piece)` in write order.
-pub fn shard_bytes(pieces: &[(String, String, PieceSpec, Vec<u8>)]) -> Vec<u8> {
+/// One piece as a rank file holds it: name, dtype word, placement and bytes.
+pub type StoredPiece = (String, String, PieceSpec, Vec<u8>);
+
+/// One rank file holding `pieces` in write order.
+pub fn shard_bytes(pieces: &[StoredPiece]) -> Vec<u8> {
     let mut entries = Vec::new();
     let mut info = Vec::new();
     let mut data: Vec<u8> = Vec::new();
@@ -188,14 +190,15 @@ impl DcpCheckpoint {
     /// Writes the rank files and `.hf_metadata/` into `dir`.
     pub fn write(&self, dir: &Path) {
         std::fs::create_dir_all(dir.join(".hf_metadata")).unwrap();
-        let mut ranks: Vec<Vec<(String, String, PieceSpec, Vec<u8>)>> = vec![Vec::new(); self.world];
+        let mut ranks: Vec<Vec<StoredPiece>> = vec![Vec::new(); self.world];
         for e in &self.entries {
             for p in &e.pieces {
                 let bytes = cut(&e.tensor, p);
                 ranks[p.rank].push((e.name.clone(), e.tensor.dtype.clone(), p.clone(), bytes));
             }
         }
-        for (rank, mut pieces) in ranks.into_iter().enumerate() {
+        // A rank with nothing to save writes no file (DCP-FORMAT §1.1).
+        for (rank, mut pieces) in ranks.into_iter().enumerate().filter(|(_, p)| !p.is_empty()) {
             if self.reverse_within_files {
                 pieces.reverse();
             }

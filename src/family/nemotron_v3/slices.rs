@@ -150,7 +150,8 @@ pub fn check_shared_identical(catalog: &Catalog) -> Result<()> {
             let (a, b) = (&catalog.tensors[i], &catalog.tensors[other[name]]);
             let same = a.dtype == b.dtype
                 && a.shape == b.shape
-                && catalog.shard(a.shard()).bytes(a.bytes()) == catalog.shard(b.shard()).bytes(b.bytes());
+                && catalog.shard(a.shard()).bytes(a.bytes())
+                    == catalog.shard(b.shard()).bytes(b.bytes());
             catalog.shard(b.shard()).release(b.bytes());
             if !same {
                 return Err(slice_error(
