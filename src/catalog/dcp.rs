@@ -52,6 +52,19 @@ pub fn parse_sharding_info(text: &str) -> std::result::Result<BTreeMap<String, V
 }
 
 impl Catalog {
+    /// Opens `dir` as a training checkpoint when it looks like one ([`is_dcp`]), else as an
+    /// ordinary checkpoint ([`Catalog::open`]).
+    ///
+    /// # Errors
+    /// As the opener chosen.
+    pub fn open_any(dir: &Path) -> Result<Catalog> {
+        if is_dcp(dir) {
+            Catalog::open_dcp(dir)
+        } else {
+            Catalog::open(dir)
+        }
+    }
+
     /// Opens a training checkpoint's `model/` directory: every top-level `*.safetensors` (in
     /// file-name order) as a rank's shard file, each tensor with all its pieces.
     ///
@@ -101,6 +114,15 @@ impl Catalog {
         }
         for t in &mut catalog.tensors {
             t.shape = coverage::full_shape(&t.pieces);
+            if crate::dtype::size_bytes(t.dtype).is_none() && !t.is_whole() {
+                return Err(Error::BadSharding {
+                    path: catalog.shards[t.pieces[0].shard.0 as usize].path.clone(),
+                    reason: format!(
+                        "tensor {:?} is {} in pieces, a sub-byte dtype that cannot be placed by element",
+                        t.name, t.dtype
+                    ),
+                });
+            }
         }
         for t in &catalog.tensors {
             let path_of = |p: &Piece| catalog.shard(p.shard).path.clone();

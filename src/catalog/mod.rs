@@ -7,6 +7,7 @@
 mod coverage;
 pub mod dcp;
 mod index;
+mod runs;
 mod shard;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use coverage::{full_shape, slot_text};
 pub use index::{INDEX_FILE, ShardIndex};
+pub use runs::{Run, runs};
 pub use shard::{HEADER_LEN_BYTES, HeaderEntry, Shard, parse_header};
 
 use crate::dtype::Dtype;

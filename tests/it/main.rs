@@ -23,6 +23,7 @@ mod output;
 mod quantized;
 mod reader;
 mod roundtrip;
+mod sharded_inputs;
 mod strictness;
 mod to_hf;
 mod workers;
