@@ -73,6 +73,19 @@ impl Catalog {
     /// [`Error::NotDcpShard`], [`Error::BadSharding`], [`Error::PieceMismatch`],
     /// [`Error::PieceOverlap`] or [`Error::PieceGap`], each naming file and tensor.
     pub fn open_dcp(dir: &Path) -> Result<Catalog> {
+        let (catalog, problems) = Catalog::scan_dcp(dir)?;
+        match problems.into_iter().next() {
+            Some(problem) => Err(problem),
+            None => Ok(catalog),
+        }
+    }
+
+    /// As [`Catalog::open_dcp`], but gaps and overlaps are returned beside the catalog, one
+    /// per tensor at fault, for `inspect` to list.
+    ///
+    /// # Errors
+    /// As [`Catalog::open_dcp`], except [`Error::PieceOverlap`] and [`Error::PieceGap`].
+    pub fn scan_dcp(dir: &Path) -> Result<(Catalog, Vec<Error>)> {
         if !dir.is_dir() {
             return Err(Error::NotADirectory {
                 path: dir.to_path_buf(),
@@ -124,11 +137,13 @@ impl Catalog {
                 });
             }
         }
-        for t in &catalog.tensors {
-            let path_of = |p: &Piece| catalog.shard(p.shard).path.clone();
-            coverage::check(dir, &t.name, &t.shape, &t.pieces, &path_of)?;
-        }
-        Ok(catalog)
+        let path_of = |p: &Piece| catalog.shard(p.shard).path.clone();
+        let problems = catalog
+            .tensors
+            .iter()
+            .filter_map(|t| coverage::check(dir, &t.name, &t.shape, &t.pieces, &path_of).err())
+            .collect();
+        Ok((catalog, problems))
     }
 
     /// Adds one piece to its tensor (made at its first piece), checking dtype and rank.

@@ -12,16 +12,13 @@ fn golden(rel: &str) -> PathBuf {
 
 #[test]
 fn verify_sharded_against_the_reference_consolidation_is_identical() {
-    let run = nemoconv(
-        &["verify", "-q"]
-            .map(Into::into)
-            .into_iter()
-            .chain([
-                golden("sharded").into_os_string(),
-                golden("consolidated").into_os_string(),
-            ])
-            .collect::<Vec<std::ffi::OsString>>(),
-    );
+    let args: Vec<std::ffi::OsString> = vec![
+        "verify".into(),
+        "-q".into(),
+        golden("sharded").into(),
+        golden("consolidated").into(),
+    ];
+    let run = nemoconv(&args);
     run.success()
         .stdout_has("identical")
         .stdout_has("55 compared");
@@ -82,4 +79,52 @@ fn verify_sharded_with_column_pieces_against_its_consolidation() {
         let args: Vec<std::ffi::OsString> = vec!["verify".into(), "-q".into(), a.into(), b.into()];
         nemoconv(&args).success().stdout_has("identical");
     }
+}
+
+#[test]
+fn inspect_sharded_shows_ranks_pieces_and_full_shapes() {
+    let args: Vec<std::ffi::OsString> =
+        vec!["inspect".into(), "--json".into(), golden("sharded").into()];
+    let run = nemoconv(&args);
+    run.success();
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["pattern"], "ME*E-M", "config from .hf_metadata/");
+    assert_eq!(report["n_tensors"], 55);
+    assert_eq!(report["problems"], serde_json::json!([]));
+    let sharded = &report["sharded"];
+    assert_eq!(sharded["n_ranks"], 2);
+    assert_eq!(sharded["n_pieces"], 92);
+    let embed = sharded["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "backbone.embeddings.weight")
+        .unwrap();
+    assert_eq!(embed["shape"], serde_json::json!([64, 16]));
+    assert_eq!(embed["pieces"][1]["offset"], serde_json::json!([32, 0]));
+    assert_eq!(
+        embed["pieces"][1]["file"],
+        "shard-00002-model-00001-of-00001.safetensors"
+    );
+}
+
+#[test]
+fn inspect_sharded_lists_coverage_and_mapping_problems() {
+    let tmp = tempdir();
+    let model = tmp.path().join("model");
+    std::fs::create_dir_all(model.join(".hf_metadata")).unwrap();
+    for rel in [
+        "shard-00002-model-00001-of-00001.safetensors",
+        ".hf_metadata/config.json",
+        ".hf_metadata/fqn_to_file_index_mapping.json",
+    ] {
+        std::fs::copy(golden(&format!("sharded/{rel}")), model.join(rel)).unwrap();
+    }
+    let args: Vec<std::ffi::OsString> = vec!["inspect".into(), model.clone().into()];
+    let run = nemoconv(&args);
+    run.success()
+        .stdout_has(
+            "tensor \"backbone.embeddings.weight\": elements [0:32, 0:16] are in no rank file",
+        )
+        .stdout_has("mapped tensors are in no rank file");
 }
