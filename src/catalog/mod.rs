@@ -72,10 +72,11 @@ impl TensorEntry {
     }
 
     /// The piece holding the whole tensor. Catalogs of ordinary checkpoints hold only whole
-    /// tensors ([`Catalog::open`]); only a DCP catalog's may have several pieces, and the
-    /// code reading those checks [`TensorEntry::is_whole`] first.
+    /// tensors ([`Catalog::open`]); a training checkpoint's may be split, and then this is
+    /// the first piece: code reading such catalogs checks [`TensorEntry::is_whole`]
+    /// (`verify`, `inspect`) or replaces what was planned from it
+    /// ([`crate::plan::assemble_split`]).
     pub fn whole(&self) -> &Piece {
-        debug_assert!(self.is_whole(), "{:?} is held in pieces", self.name);
         &self.pieces[0]
     }
 

@@ -54,34 +54,11 @@ pub struct Consolidated {
 pub fn plan(dir: &Path, options: &Options) -> Result<Consolidation> {
     let meta = HfMetadata::open(dir)?;
     let catalog = Catalog::open_dcp(dir)?;
-    let mapping = meta.file_index_path();
-    if let Some((id, t)) = catalog
-        .iter()
-        .find(|(_, t)| !meta.file_index.contains_key(&t.name))
-    {
-        return Err(Error::Unmapped {
-            path: catalog.path_of(id).to_path_buf(),
-            tensor: t.name.clone(),
-            mapping,
-        });
-    }
+    let dropped = check_mapping(&catalog, &meta, options.lenient)?;
     let held: BTreeMap<&str, (TensorId, &TensorEntry)> = catalog
         .iter()
         .map(|(id, t)| (t.name.as_str(), (id, t)))
         .collect();
-    let dropped: Vec<String> = meta
-        .file_index
-        .keys()
-        .filter(|n| !held.contains_key(n.as_str()))
-        .cloned()
-        .collect();
-    if let (false, Some(first)) = (options.lenient, dropped.first()) {
-        return Err(Error::MissingMapped {
-            path: mapping,
-            tensor: first.clone(),
-            n_missing: dropped.len(),
-        });
-    }
     let (dtype_map, completed) = dtype_mapping(&meta, &catalog, options.lenient);
     let n_files = meta.file_index.values().copied().max().unwrap_or(0);
     let mut files: BTreeMap<u64, Vec<OutputTensor>> = BTreeMap::new();
@@ -106,6 +83,42 @@ pub fn plan(dir: &Path, options: &Options) -> Result<Consolidation> {
         },
         completed,
     })
+}
+
+/// Checks the training checkpoint's tensors against its file-index mapping: every tensor
+/// must be mapped, and every mapped name held unless `lenient`; gives the mapped names no
+/// shard holds (dropped under `lenient`).
+///
+/// # Errors
+/// [`Error::Unmapped`] naming the shard file and tensor, [`Error::MissingMapped`].
+pub fn check_mapping(catalog: &Catalog, meta: &HfMetadata, lenient: bool) -> Result<Vec<String>> {
+    let mapping = meta.file_index_path();
+    if let Some((id, t)) = catalog
+        .iter()
+        .find(|(_, t)| !meta.file_index.contains_key(&t.name))
+    {
+        return Err(Error::Unmapped {
+            path: catalog.path_of(id).to_path_buf(),
+            tensor: t.name.clone(),
+            mapping,
+        });
+    }
+    let held: std::collections::BTreeSet<&str> =
+        catalog.tensors.iter().map(|t| t.name.as_str()).collect();
+    let dropped: Vec<String> = meta
+        .file_index
+        .keys()
+        .filter(|n| !held.contains(n.as_str()))
+        .cloned()
+        .collect();
+    if let (false, Some(first)) = (lenient, dropped.first()) {
+        return Err(Error::MissingMapped {
+            path: mapping,
+            tensor: first.clone(),
+            n_missing: dropped.len(),
+        });
+    }
+    Ok(dropped)
 }
 
 /// Consolidates the training checkpoint in `dir` into a new HF checkpoint at `output`, which

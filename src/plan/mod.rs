@@ -3,6 +3,7 @@
 //! build plans; this module only checks model-free invariants and places tensors in shards.
 
 mod describe;
+mod pieces;
 mod shards;
 
 use std::collections::BTreeMap;
@@ -10,6 +11,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 pub use describe::{PlannedTensor, describe};
+pub use pieces::assemble_split;
 pub use shards::{OutputShard, Placement, natural_cmp, shard_file_name};
 
 use crate::catalog::{Catalog, ShardId, TensorId};

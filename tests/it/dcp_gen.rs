@@ -93,6 +93,8 @@ pub struct DcpCheckpoint {
     pub dtype_map: Option<BTreeMap<String, String>>,
     /// Reverses the entry order inside every rank file (the GPU writer sorts by size).
     pub reverse_within_files: bool,
+    /// `.hf_metadata/config.json`; None writes [`CONFIG`].
+    pub config: Option<String>,
 }
 
 /// Deterministic values `0..numel` of a tensor of `shape` in `dtype`, varied by `seed`.
@@ -212,7 +214,8 @@ impl DcpCheckpoint {
             let text = serde_json::to_string_pretty(map).unwrap();
             std::fs::write(meta.join("fqn_to_dtype_mapping.json"), text).unwrap();
         }
-        std::fs::write(meta.join("config.json"), CONFIG).unwrap();
+        let config = self.config.as_deref().unwrap_or(CONFIG);
+        std::fs::write(meta.join("config.json"), config).unwrap();
         std::fs::write(meta.join("generation_config.json"), "{\n  \"a\": 1\n}\n").unwrap();
     }
 

@@ -1,10 +1,14 @@
 //! The other commands on training checkpoints (issue 10): `verify SHARDED HF` compares the
-//! assembled tensors without writing anything.
+//! assembled tensors without writing anything, `inspect` shows ranks, pieces and problems,
+//! `from-hf SHARDED` equals `from-hf` of the consolidation.
 
 use std::path::PathBuf;
 
 use crate::dcp_gen::{DcpCheckpoint, Entry, columns, rows, values, whole};
-use crate::harness::{convert, fixture, nemoconv, tempdir};
+use crate::harness::{
+    assert_refused, assert_same_tensors, convert, file_bytes, fixture, nemoconv, read_checkpoint,
+    tempdir,
+};
 
 fn golden(rel: &str) -> PathBuf {
     fixture(&format!("golden/dcp_tiny/{rel}"))
@@ -127,4 +131,68 @@ fn inspect_sharded_lists_coverage_and_mapping_problems() {
             "tensor \"backbone.embeddings.weight\": elements [0:32, 0:16] are in no rank file",
         )
         .stdout_has("mapped tensors are in no rank file");
+}
+
+#[test]
+fn from_hf_of_sharded_equals_from_hf_of_its_consolidation() {
+    let tmp = tempdir();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    convert("from-hf", &["-q"], &golden("sharded"), &a).success();
+    convert("from-hf", &["-q"], &golden("consolidated"), &b).success();
+    assert_eq!(file_bytes(&a), file_bytes(&b));
+}
+
+/// The golden model's tensors (as the reference consolidated them) saved over `world`
+/// ranks as FSDP does (row pieces; each routed expert whole on one rank), with `columns_of`
+/// cut in column pieces instead (`ep_shard > 1`).
+fn golden_model_over(world: usize, columns_of: &str) -> DcpCheckpoint {
+    let tensors = read_checkpoint(&golden("consolidated"));
+    let entries = tensors
+        .into_iter()
+        .map(|(name, tensor)| {
+            let pieces = if name == columns_of {
+                columns(&tensor.shape, &(0..world).collect::<Vec<_>>())
+            } else if name.contains(".experts.") {
+                whole(&tensor.shape, name.len() % world)
+            } else {
+                rows(&tensor.shape, world)
+            };
+            Entry {
+                name,
+                tensor,
+                pieces,
+            }
+        })
+        .collect();
+    DcpCheckpoint {
+        world,
+        entries,
+        config: Some(std::fs::read_to_string(golden("sharded/.hf_metadata/config.json")).unwrap()),
+        ..DcpCheckpoint::default()
+    }
+    .one_file()
+}
+
+#[test]
+fn from_hf_of_a_generated_3_rank_save_equals_from_hf_of_the_reference_output() {
+    let tmp = tempdir();
+    let (model, a, b) = (
+        tmp.path().join("model"),
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+    );
+    golden_model_over(3, "").write(&model);
+    convert("from-hf", &["-q"], &model, &a).success();
+    convert("from-hf", &["-q"], &golden("consolidated"), &b).success();
+    assert_same_tensors(&read_checkpoint(&a), &read_checkpoint(&b));
+}
+
+#[test]
+fn from_hf_of_column_split_experts_is_refused_with_the_way_out() {
+    let tmp = tempdir();
+    let (model, out) = (tmp.path().join("model"), tmp.path().join("out"));
+    let expert = "backbone.layers.1.mixer.experts.0.up_proj.weight";
+    golden_model_over(2, expert).write(&model);
+    let run = convert("from-hf", &[], &model, &out);
+    assert_refused(&run, &out, expert, "consolidate first");
 }
