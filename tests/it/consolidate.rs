@@ -288,3 +288,20 @@ fn workers_then_finalize_equal_one_process() {
     crate::harness::nemoconv(&["finalize".as_ref(), out.as_os_str()]).success();
     assert_same_output(&out, &golden("consolidated"), &[]);
 }
+
+#[test]
+fn sharding_metadata_that_disagrees_with_the_header_is_refused() {
+    // lm_head's saved_offsets in rank 1's file lose a dimension (the header keeps its length).
+    let tmp = tempdir();
+    let model = damaged_copy(tmp.path());
+    let path = model.join(SHARD_2);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let (from, to) = (br#"[32, 0]}}""#, br#"[32]}}   ""#);
+    let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
+    bytes[at..at + from.len()].copy_from_slice(to);
+    std::fs::write(&path, bytes).unwrap();
+    let out = tmp.path().join("hf");
+    let run = consolidate(&[], &model, &out);
+    assert_refused(&run, &out, "\"lm_head.weight\"", SHARD_2);
+    run.stderr_has("saved_offsets [32]");
+}
