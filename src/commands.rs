@@ -106,7 +106,8 @@ fn convert(
         .with_context(context)?;
     report::finish(&result, options.worker, run.quiet || run.json);
     if run.json {
-        return print_stdout(&report::json_summary(name, inputs, output, &result));
+        let summary = report::json_summary(name, inputs, output, &result);
+        return print_stdout(&report::json_line(&summary));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -130,12 +131,9 @@ fn consolidate(
     report::finish(&done.report, options.worker, run.quiet || run.json);
     if run.json {
         let inputs = std::slice::from_ref(input);
-        return print_stdout(&report::json_summary(
-            "consolidate",
-            inputs,
-            output,
-            &done.report,
-        ));
+        let mut summary = report::json_summary("consolidate", inputs, output, &done.report);
+        summary["completed_dtypes"] = done.completed.len().into();
+        return print_stdout(&report::json_line(&summary));
     }
     Ok(ExitCode::SUCCESS)
 }

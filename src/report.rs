@@ -130,9 +130,14 @@ pub fn dry_run(planned: &Planned, json: bool) -> Vec<u8> {
 }
 
 /// The `--json` summary of a finished conversion.
-pub fn json_summary(command: &str, inputs: &[PathBuf], output: &Path, report: &Report) -> Vec<u8> {
+pub fn json_summary(
+    command: &str,
+    inputs: &[PathBuf],
+    output: &Path,
+    report: &Report,
+) -> serde_json::Value {
     let s = &report.summary;
-    json_line(&serde_json::json!({
+    serde_json::json!({
         "command": command,
         "inputs": inputs,
         "output": output,
@@ -141,7 +146,7 @@ pub fn json_summary(command: &str, inputs: &[PathBuf], output: &Path, report: &R
         "shards": s.shards,
         "seconds": s.seconds,
         "dropped": report.dropped,
-    }))
+    })
 }
 
 /// An `inspect` or `verify` report: pretty JSON with `--json`, else its text form.
@@ -154,7 +159,8 @@ pub fn show<T: serde::Serialize + std::fmt::Display>(found: &T, json: bool) -> V
     found.to_string().into_bytes()
 }
 
-fn json_line(value: &serde_json::Value) -> Vec<u8> {
+/// A JSON value on one line, newline-terminated.
+pub fn json_line(value: &serde_json::Value) -> Vec<u8> {
     let mut bytes = serde_json::to_vec(value).expect("JSON values serialize");
     bytes.push(b'\n');
     bytes

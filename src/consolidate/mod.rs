@@ -47,7 +47,7 @@ pub struct Consolidated {
 /// Uses `options.cast_dtype` (`--dtype`) and `options.lenient`.
 ///
 /// # Errors
-/// Every refusal of the issue, naming file, tensor and range: `.hf_metadata/` missing, a
+/// Every refusal of what the reference silently damages, naming file, tensor and range: `.hf_metadata/` missing, a
 /// shard without DCP metadata, pieces that overlap, leave gaps or disagree in dtype, an
 /// input tensor the mapping lacks, mapped tensors no shard holds (unless lenient), a dtype
 /// that cannot be converted.

@@ -137,6 +137,10 @@ fn json_summary_reports_the_run() {
     assert_eq!(summary["command"], "consolidate");
     assert_eq!(summary["tensors"], 55);
     assert_eq!(summary["shards"], 3);
+    assert_eq!(
+        summary["completed_dtypes"], 8,
+        "experts 2-3 of layers 1 and 3"
+    );
 }
 
 #[test]
