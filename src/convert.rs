@@ -55,14 +55,16 @@ pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Resu
     let training = direction == Direction::FromHf
         && inputs.len() == 1
         && crate::catalog::dcp::is_dcp(&inputs[0]);
-    let catalog = match training {
+    let (catalog, stored) = match training {
         true => {
             let meta = crate::consolidate::HfMetadata::open(&inputs[0])?;
-            let catalog = Catalog::open_dcp(&inputs[0])?;
+            let mut catalog = Catalog::open_dcp(&inputs[0])?;
             crate::consolidate::check_mapping(&catalog, &meta, options.lenient)?;
-            catalog
+            let stored =
+                crate::consolidate::take_original_dtypes(&mut catalog, &meta, options.lenient);
+            (catalog, stored)
         }
-        false => Catalog::open_parts(&inputs)?,
+        false => (Catalog::open_parts(&inputs)?, Vec::new()),
     };
     let config = match direction {
         _ if training => ModelConfig::open(&inputs[0].join(HF_METADATA_DIR))?,
@@ -80,7 +82,8 @@ pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Resu
             Direction::ToHf => family.plan_to_hf(&catalog, &config, options)?,
         };
         if training {
-            conversion.tensors = crate::plan::assemble_split(&catalog, conversion.tensors)?;
+            conversion.tensors =
+                crate::plan::assemble_split(&catalog, conversion.tensors, &stored)?;
         }
         let mut plan = Plan::new(
             &catalog,

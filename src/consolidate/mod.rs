@@ -142,6 +142,26 @@ pub fn consolidate(
     })
 }
 
+/// Gives every tensor of `catalog` the dtype its consolidation would have (§3.3 without a
+/// cast, the mapping completed unless `lenient`), so a plan made from the catalog is the plan
+/// of the consolidated checkpoint; returns the stored dtypes by tensor index, which the
+/// sources must read ([`crate::plan::assemble_split`]).
+pub fn take_original_dtypes(
+    catalog: &mut Catalog,
+    meta: &HfMetadata,
+    lenient: bool,
+) -> Vec<dtype::Dtype> {
+    let (map, _) = dtype_mapping(meta, catalog, lenient);
+    let stored: Vec<dtype::Dtype> = catalog.tensors.iter().map(|t| t.dtype).collect();
+    for t in &mut catalog.tensors {
+        let out = dtypes::output_dtype(t.dtype, map.get(&t.name).copied(), None);
+        if out == t.dtype || dtype::can_cast(t.dtype, out) {
+            t.dtype = out;
+        }
+    }
+    stored
+}
+
 /// The dtype mapping to apply: the file's, completed unless `lenient`; and the completed names.
 fn dtype_mapping(
     meta: &HfMetadata,

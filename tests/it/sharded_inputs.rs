@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::builder::Dt;
 use crate::dcp_gen::{DcpCheckpoint, Entry, columns, rows, values, whole};
 use crate::harness::{
     assert_refused, assert_same_tensors, convert, file_bytes, fixture, nemoconv, read_checkpoint,
@@ -146,10 +147,20 @@ fn from_hf_of_sharded_equals_from_hf_of_its_consolidation() {
 /// ranks as FSDP does (row pieces; each routed expert whole on one rank), with `columns_of`
 /// cut in column pieces instead (`ep_shard > 1`).
 fn golden_model_over(world: usize, columns_of: &str) -> DcpCheckpoint {
+    golden_model_stored_as(world, columns_of, None)
+}
+
+/// As [`golden_model_over`], every tensor stored in `stored` (a model trained in that dtype)
+/// with the golden save's dtype mapping (rank 0's names only), when given.
+fn golden_model_stored_as(world: usize, columns_of: &str, stored: Option<Dt>) -> DcpCheckpoint {
     let tensors = read_checkpoint(&golden("consolidated"));
     let entries = tensors
         .into_iter()
         .map(|(name, tensor)| {
+            let tensor = match stored {
+                Some(dt) => crate::expect::cast(&tensor, dt),
+                None => tensor,
+            };
             let pieces = if name == columns_of {
                 columns(&tensor.shape, &(0..world).collect::<Vec<_>>())
             } else if name.contains(".experts.") {
@@ -164,13 +175,33 @@ fn golden_model_over(world: usize, columns_of: &str) -> DcpCheckpoint {
             }
         })
         .collect();
+    let dtype_map = stored.map(|_| {
+        let text = std::fs::read(golden("sharded/.hf_metadata/fqn_to_dtype_mapping.json")).unwrap();
+        serde_json::from_slice(&text).unwrap()
+    });
     DcpCheckpoint {
         world,
         entries,
+        dtype_map,
         config: Some(std::fs::read_to_string(golden("sharded/.hf_metadata/config.json")).unwrap()),
         ..DcpCheckpoint::default()
     }
     .one_file()
+}
+
+#[test]
+fn from_hf_of_a_float32_trained_save_equals_from_hf_of_its_consolidation() {
+    // Stored F32 everywhere; the mapping (rank 0's) brings BF16 back, completed for the
+    // experts of rank 1, so both equal from-hf of the reference's BF16 output.
+    let tmp = tempdir();
+    let dir = |n: &str| tmp.path().join(n);
+    golden_model_stored_as(2, "", Some(Dt::F32)).write(&dir("model"));
+    convert("from-hf", &["-q"], &dir("model"), &dir("a")).success();
+    convert("consolidate", &["-q"], &dir("model"), &dir("hf")).success();
+    convert("from-hf", &["-q"], &dir("hf"), &dir("b")).success();
+    convert("from-hf", &["-q"], &golden("consolidated"), &dir("c")).success();
+    assert_same_tensors(&read_checkpoint(&dir("a")), &read_checkpoint(&dir("b")));
+    assert_same_tensors(&read_checkpoint(&dir("a")), &read_checkpoint(&dir("c")));
 }
 
 #[test]
