@@ -55,6 +55,14 @@ pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Resu
     let training = direction == Direction::FromHf
         && inputs.len() == 1
         && crate::catalog::dcp::is_dcp(&inputs[0]);
+    if direction == Direction::ToHf
+        && let Some(dir) = inputs.iter().find(|d| crate::catalog::dcp::is_dcp(d))
+    {
+        return Err(Error::WrongLayout {
+            path: dir.clone(),
+            reason: "is a training checkpoint (rank shards and .hf_metadata/), already in HF names; use nemoconv consolidate for an HF checkpoint, or from-hf for the internal layout".to_string(),
+        });
+    }
     let (catalog, stored) = match training {
         true => {
             let meta = crate::consolidate::HfMetadata::open(&inputs[0])?;

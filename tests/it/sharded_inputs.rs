@@ -227,3 +227,11 @@ fn from_hf_of_column_split_experts_is_refused_with_the_way_out() {
     let run = convert("from-hf", &[], &model, &out);
     assert_refused(&run, &out, expert, "consolidate first");
 }
+
+#[test]
+fn to_hf_of_a_training_checkpoint_points_to_consolidate() {
+    let tmp = tempdir();
+    let out = tmp.path().join("out");
+    let run = convert("to-hf", &[], &golden("sharded"), &out);
+    assert_refused(&run, &out, "nemoconv consolidate", "sharded");
+}
