@@ -5,14 +5,20 @@
 //! Shards are streamed: headers are computed from shapes, then data is generated in
 //! 4 MiB buffers, so even the 12 GB preset runs in a few MiB of memory.
 //!
+//! With `--training-ranks N` it writes the same model as a NeMo Automodel training
+//! checkpoint instead (rank shard files + `.hf_metadata/`, the input of `nemoconv consolidate`).
+//!
 //! ```text
 //! cargo run --release --example make-checkpoint -- --preset nano-slice /tmp/nano/hf
+//! cargo run --release --example make-checkpoint -- --preset nano-slice --training-ranks 8 /tmp/nano/model
 //! ```
 
 #[path = "make_checkpoint/model.rs"]
 mod model;
 #[path = "make_checkpoint/shards.rs"]
 mod shards;
+#[path = "make_checkpoint/training.rs"]
+mod training;
 #[path = "make_checkpoint/values.rs"]
 mod values;
 #[path = "make_checkpoint/writer.rs"]
@@ -116,6 +122,10 @@ struct Cli {
     /// Overwrite the checkpoint files of a non-empty OUT_DIR.
     #[arg(long)]
     force: bool,
+    /// Write a NeMo Automodel training checkpoint saved on N ranks instead (FSDP row pieces,
+    /// experts whole on their rank, .hf_metadata/ with the HF layout's file mapping).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    training_ranks: Option<u64>,
 }
 
 impl Cli {
@@ -218,6 +228,25 @@ fn main() -> Result<()> {
     let names = shards::file_names(shards.len(), with_index);
     let start = Instant::now();
     prepare_dir(&cli.out_dir, cli.force)?;
+    if let Some(ranks) = cli.training_ranks {
+        let config = model::config_json(&spec);
+        training::write(
+            &cli.out_dir,
+            &shards,
+            ranks as usize,
+            spec.dims.experts,
+            &config,
+            cli.seed,
+        )?;
+        println!(
+            "{}: training checkpoint of {} ranks, {} tensors, {:.2} s",
+            cli.out_dir.display(),
+            ranks,
+            shards.iter().map(Vec::len).sum::<usize>(),
+            start.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
     write_side_files(&cli.out_dir, &spec)?;
     for (shard, name) in shards.iter().zip(&names) {
         writer::write_shard(&cli.out_dir.join(name), shard, cli.seed)?;

@@ -40,6 +40,12 @@ pub enum Command {
         after_help = "Example:\n  srun nemoconv from-hf ckpt/ out/   # each task writes its share (SLURM_PROCID/SLURM_NTASKS)\n  nemoconv finalize out/"
     )]
     Finalize(FinalizeArgs),
+    /// NeMo Automodel training checkpoint (rank shard files + .hf_metadata/) → HF checkpoint,
+    /// as its consolidate.sh writes it.
+    #[command(
+        after_help = "Example:\n  nemoconv consolidate ckpt/epoch_0_step_1000/model hf-out/\n  nemoconv consolidate --dtype bf16 ckpt/epoch_0_step_1000/model hf-out/\n  srun nemoconv consolidate ckpt/epoch_0_step_1000/model hf-out/ && nemoconv finalize hf-out/"
+    )]
+    Consolidate(ConsolidateArgs),
     /// Internal layout (merged experts) → HF layout.
     #[command(
         after_help = "Example:\n  nemoconv to-hf nano-internal/ nano-hf/\n  nemoconv to-hf --exclude-regex '.*_extra_state.*|lm_head' nano-internal/ nano-hf/"
@@ -64,6 +70,14 @@ pub struct CommonArgs {
     /// Largest output shard, e.g. 5GB (decimal), 2GiB (binary), 500MB or plain bytes.
     #[arg(long, value_name = "SIZE", default_value = "5GB", value_parser = parse_size)]
     pub max_shard_size: u64,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub run: RunArgs,
+}
+
+/// Options of every command that writes a checkpoint.
+#[derive(Debug, Args)]
+pub struct RunArgs {
     /// Worker threads [default: all cores].
     #[arg(short = 'j', long = "threads", value_name = "N")]
     pub threads: Option<NonZeroUsize>,
@@ -148,6 +162,29 @@ pub struct ToHfArgs {
     pub common: CommonArgs,
 }
 
+/// `nemoconv consolidate`.
+#[derive(Debug, Args)]
+pub struct ConsolidateArgs {
+    /// The training checkpoint's model/ directory (shard-*.safetensors and .hf_metadata/).
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// Output directory (must not exist or be empty, unless --force).
+    #[arg(value_name = "OUT")]
+    pub output: PathBuf,
+    /// Cast regular floats to this dtype as the reference's CAST_DTYPE does (F32-mapped
+    /// tensors stay F32; integer and FP8 tensors are unchanged); config.json gets
+    /// torch_dtype and dtype set to it.
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
+    /// Reproduce the reference's bytes: original dtypes only for names the dtype mapping
+    /// lists (no completion), mapped names that no shard holds dropped and listed.
+    #[arg(long)]
+    pub lenient: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub run: RunArgs,
+}
+
 /// `nemoconv inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -202,6 +239,17 @@ pub enum DtypeArg {
     F16,
     /// float32.
     F32,
+}
+
+impl DtypeArg {
+    /// The library dtype.
+    pub fn dtype(self) -> Dtype {
+        match self {
+            DtypeArg::Bf16 => Dtype::BF16,
+            DtypeArg::F16 => Dtype::F16,
+            DtypeArg::F32 => Dtype::F32,
+        }
+    }
 }
 
 /// `--hf-prefix` values.
@@ -284,6 +332,12 @@ fn worker_from_env() -> Result<Option<Worker>, clap::Error> {
 impl CommonArgs {
     fn apply(&self, options: &mut Options) -> Result<(), clap::Error> {
         options.max_shard_bytes = self.max_shard_size;
+        self.run.apply(options)
+    }
+}
+
+impl RunArgs {
+    fn apply(&self, options: &mut Options) -> Result<(), clap::Error> {
         options.threads = self.threads;
         options.force = self.force;
         options.worker = match self.worker {
@@ -312,11 +366,7 @@ fn usage_error(message: String) -> clap::Error {
 /// A usage error for a rank not below the mesh size, or bad launcher variables.
 pub fn from_hf_options(args: &FromHfArgs) -> Result<Options, clap::Error> {
     let mut options = Options {
-        expert_dtype: args.dtype.map(|d| match d {
-            DtypeArg::Bf16 => Dtype::BF16,
-            DtypeArg::F16 => Dtype::F16,
-            DtypeArg::F32 => Dtype::F32,
-        }),
+        expert_dtype: args.dtype.map(DtypeArg::dtype),
         lenient: args.lenient,
         dequantize: args.dequantize,
         ..Options::default()
@@ -332,6 +382,20 @@ pub fn from_hf_options(args: &FromHfArgs) -> Result<Options, clap::Error> {
         (None, _) => {}
     }
     args.common.apply(&mut options)?;
+    Ok(options)
+}
+
+/// The library options for `consolidate`.
+///
+/// # Errors
+/// A usage error for bad launcher variables.
+pub fn consolidate_options(args: &ConsolidateArgs) -> Result<Options, clap::Error> {
+    let mut options = Options {
+        cast_dtype: args.dtype.map(DtypeArg::dtype),
+        lenient: args.lenient,
+        ..Options::default()
+    };
+    args.run.apply(&mut options)?;
     Ok(options)
 }
 

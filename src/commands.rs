@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::CommandFactory;
 use nemoconv::{Direction, Options};
 
-use crate::cli::{Cli, Command, CommonArgs};
+use crate::cli::{Cli, Command, CommonArgs, ConsolidateArgs};
 use crate::report;
 
 /// Runs the parsed command line; the exit code for outcomes that are not errors.
@@ -37,6 +37,10 @@ pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<ExitCode> {
                 &args.common,
                 cancel,
             )
+        }
+        Command::Consolidate(args) => {
+            let options = crate::cli::consolidate_options(&args).unwrap_or_else(|e| e.exit());
+            consolidate(&args, &options, cancel)
         }
         Command::Finalize(args) => {
             nemoconv::execute::finalize(&args.output)
@@ -92,16 +96,44 @@ fn convert(
         let ins: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
         format!("{name} {} -> {}", ins.join(" "), output.display())
     };
-    if common.dry_run {
+    let run = &common.run;
+    if run.dry_run {
         let planned = nemoconv::plan(direction, inputs, options).with_context(context)?;
-        return print_stdout(&report::dry_run(&planned, common.json));
+        return print_stdout(&report::dry_run(&planned, run.json));
     }
-    let progress = report::Bar::new(common.quiet);
+    let progress = report::Bar::new(run.quiet);
     let result = nemoconv::convert(direction, inputs, output, options, &progress, cancel)
         .with_context(context)?;
-    report::finish(&result, options.worker, common.quiet || common.json);
-    if common.json {
-        return print_stdout(&report::json_summary(name, inputs, output, &result));
+    report::finish(&result, options.worker, run.quiet || run.json);
+    if run.json {
+        let summary = report::json_summary(name, inputs, output, &result);
+        return print_stdout(&report::json_line(&summary));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn consolidate(
+    args: &ConsolidateArgs,
+    options: &Options,
+    cancel: &AtomicBool,
+) -> anyhow::Result<ExitCode> {
+    let (input, output, run) = (&args.input, &args.output, &args.run);
+    let context = || format!("consolidate {} -> {}", input.display(), output.display());
+    if run.dry_run {
+        let planned = nemoconv::consolidate::plan(input, options).with_context(context)?;
+        report::completed(&planned.completed, run.quiet || run.json);
+        return print_stdout(&report::dry_run(&planned.planned, run.json));
+    }
+    let progress = report::Bar::new(run.quiet);
+    let done = nemoconv::consolidate::consolidate(input, output, options, &progress, cancel)
+        .with_context(context)?;
+    report::completed(&done.completed, run.quiet || run.json);
+    report::finish(&done.report, options.worker, run.quiet || run.json);
+    if run.json {
+        let inputs = std::slice::from_ref(input);
+        let mut summary = report::json_summary("consolidate", inputs, output, &done.report);
+        summary["completed_dtypes"] = done.completed.len().into();
+        return print_stdout(&report::json_line(&summary));
     }
     Ok(ExitCode::SUCCESS)
 }

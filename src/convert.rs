@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use crate::catalog::Catalog;
+use crate::catalog::dcp::HF_METADATA_DIR;
 use crate::config::{CONFIG_FILE, ModelConfig};
 use crate::error::{Error, Result};
 use crate::execute::{self, Progress, Summary, Target};
@@ -50,8 +51,31 @@ pub fn slice_dir_name(rank: u64, size: u64) -> String {
 /// Any input problem, naming the file and tensor.
 pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Result<Planned> {
     let inputs = expand_slices(inputs)?;
-    let catalog = Catalog::open_parts(&inputs)?;
+    // A training checkpoint (rank shards + .hf_metadata/) converts as its consolidation would.
+    let training = direction == Direction::FromHf
+        && inputs.len() == 1
+        && crate::catalog::dcp::is_dcp(&inputs[0]);
+    if direction == Direction::ToHf
+        && let Some(dir) = inputs.iter().find(|d| crate::catalog::dcp::is_dcp(d))
+    {
+        return Err(Error::WrongLayout {
+            path: dir.clone(),
+            reason: "is a training checkpoint (rank shards and .hf_metadata/), already in HF names; use nemoconv consolidate for an HF checkpoint, or from-hf for the internal layout".to_string(),
+        });
+    }
+    let (catalog, stored) = match training {
+        true => {
+            let meta = crate::consolidate::HfMetadata::open(&inputs[0])?;
+            let mut catalog = Catalog::open_dcp(&inputs[0])?;
+            crate::consolidate::check_mapping(&catalog, &meta, options.lenient)?;
+            let stored =
+                crate::consolidate::take_original_dtypes(&mut catalog, &meta, options.lenient);
+            (catalog, stored)
+        }
+        false => (Catalog::open_parts(&inputs)?, Vec::new()),
+    };
     let config = match direction {
+        _ if training => ModelConfig::open(&inputs[0].join(HF_METADATA_DIR))?,
         // The reference's internal outputs carry no config.json; to-hf then infers E and I
         // from the merged tensors (and still checks every one of them).
         Direction::ToHf if !inputs[0].join(CONFIG_FILE).exists() => {
@@ -61,18 +85,26 @@ pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Resu
     };
     let family = family::detect(&config)?;
     let plan_with = |options: &Options| -> Result<Plan> {
-        let conversion = match direction {
+        let mut conversion = match direction {
             Direction::FromHf => family.plan_from_hf(&catalog, &config, options)?,
             Direction::ToHf => family.plan_to_hf(&catalog, &config, options)?,
         };
-        Plan::new(
+        if training {
+            conversion.tensors =
+                crate::plan::assemble_split(&catalog, conversion.tensors, &stored)?;
+        }
+        let mut plan = Plan::new(
             &catalog,
             conversion.tensors,
             conversion.metadata,
             options.max_shard_bytes,
             conversion.dropped,
             conversion.files,
-        )
+        )?;
+        if training {
+            hf_metadata_files(&mut plan);
+        }
+        Ok(plan)
     };
     let plans = match (direction, options.ep_all_ranks) {
         (Direction::FromHf, Some(size)) => (0..size)
@@ -117,6 +149,27 @@ pub fn convert(
     cancel: &AtomicBool,
 ) -> Result<Report> {
     let planned = plan(direction, inputs, options)?;
+    let summary = execute_planned(&planned, output, options, progress, cancel)?;
+    let dropped = planned
+        .plans
+        .into_iter()
+        .next()
+        .map(|(_, p)| p.dropped)
+        .unwrap_or_default();
+    Ok(Report { summary, dropped })
+}
+
+/// Writes planned outputs into `output` on a thread pool of `options.threads`.
+///
+/// # Errors
+/// An output failure (the partial output is removed), or [`Error::Interrupted`].
+pub(crate) fn execute_planned(
+    planned: &Planned,
+    output: &Path,
+    options: &Options,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<Summary> {
     let targets: Vec<Target> = planned
         .plans
         .iter()
@@ -131,7 +184,7 @@ pub fn convert(
         action: "start worker threads",
         source: std::io::Error::other(e),
     })?;
-    let summary = pool.install(|| {
+    pool.install(|| {
         execute::execute(
             &targets,
             &planned.catalog,
@@ -141,14 +194,21 @@ pub fn convert(
             progress,
             cancel,
         )
-    })?;
-    let dropped = planned
-        .plans
-        .into_iter()
-        .next()
-        .map(|(_, p)| p.dropped)
-        .unwrap_or_default();
-    Ok(Report { summary, dropped })
+    })
+}
+
+/// The non-weight files of a training checkpoint's output: those of `.hf_metadata/` except
+/// the two mappings, as its consolidation copies them.
+fn hf_metadata_files(plan: &mut Plan) {
+    plan.copy_files = plan
+        .copy_files
+        .iter()
+        .filter_map(|p| p.strip_prefix(HF_METADATA_DIR).ok())
+        .filter(|rel| !crate::consolidate::metadata::is_mapping(rel))
+        .filter(|rel| !plan.written_files.contains_key(*rel))
+        .map(Path::to_path_buf)
+        .collect();
+    plan.copy_from = PathBuf::from(HF_METADATA_DIR);
 }
 
 /// One directory holding `rank-*-of-*` slice directories and no shards stands for those slices.

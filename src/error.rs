@@ -297,6 +297,108 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A `*.safetensors` of a DCP training checkpoint without DCP sharding metadata.
+    #[error(
+        "{path}: no DCP sharding metadata (__metadata__.DCP_SHARDING_INFO), so this is not a rank's shard file of a training checkpoint; move it out of the directory"
+    )]
+    NotDcpShard {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A shard's DCP sharding metadata does not describe its tensors.
+    #[error("{path}: DCP sharding metadata: {reason}; the file is damaged")]
+    BadSharding {
+        /// The shard file.
+        path: PathBuf,
+        /// What is wrong, naming the tensor.
+        reason: String,
+    },
+    /// Two pieces of one tensor have different dtypes or ranks.
+    #[error(
+        "{path}: tensor {tensor:?}: {reason} than its piece in {first}; the shard files are not of one save"
+    )]
+    PieceMismatch {
+        /// The shard holding the disagreeing piece.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The shard holding the first piece.
+        first: PathBuf,
+        /// What differs ("piece is F32, a different dtype").
+        reason: String,
+    },
+    /// Two pieces of one tensor cover the same elements.
+    #[error(
+        "{path}: tensor {tensor:?}: piece {range} overlaps piece {other_range} in {other}; the shard files are not of one save, remove the stray one"
+    )]
+    PieceOverlap {
+        /// The shard holding one piece.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// That piece's elements, `[start:end, ...]`.
+        range: String,
+        /// The shard holding the other piece.
+        other: PathBuf,
+        /// The other piece's elements.
+        other_range: String,
+    },
+    /// Part of a tensor is in no shard file.
+    #[error(
+        "{path}: tensor {tensor:?}: elements {range} of its shape {shape:?} are in no shard file (its pieces are in {held}); a rank's shard file is missing"
+    )]
+    PieceGap {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Elements not covered, `[start:end, ...]`, or a count when no block is found.
+        range: String,
+        /// The full shape the pieces imply.
+        shape: Vec<u64>,
+        /// The shard files holding its pieces.
+        held: String,
+    },
+    /// A training checkpoint without `.hf_metadata/`.
+    #[error(
+        "{path}: no .hf_metadata/ directory; give the model/ directory of an Automodel checkpoint saved with model_save_format: safetensors"
+    )]
+    NoHfMetadata {
+        /// The input directory.
+        path: PathBuf,
+    },
+    /// A file of `.hf_metadata/` cannot be used.
+    #[error("{path}: {reason}")]
+    BadHfMetadata {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the tensor where one is at fault.
+        reason: String,
+    },
+    /// A tensor the shards hold that the file-index mapping does not list.
+    #[error(
+        "{path}: tensor {tensor:?} is not in {mapping}, so no output file is given for it (the reference writes the data and then crashes); add it to the mapping"
+    )]
+    Unmapped {
+        /// A shard file holding it.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The mapping file.
+        mapping: PathBuf,
+    },
+    /// Tensors the file-index mapping lists that no shard file holds.
+    #[error(
+        "{path}: tensor {tensor:?} is mapped but no shard file holds it ({n_missing} mapped tensors are missing); a rank's shard file is missing, or use --lenient to drop them as the reference does"
+    )]
+    MissingMapped {
+        /// The mapping file.
+        path: PathBuf,
+        /// The first missing tensor.
+        tensor: String,
+        /// How many mapped tensors are missing.
+        n_missing: usize,
+    },
     /// The run was stopped by a signal; the partial output was removed.
     #[error("interrupted by a signal; nothing was left behind")]
     Interrupted,

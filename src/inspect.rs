@@ -4,6 +4,7 @@
 
 mod render;
 mod scan;
+mod sharded;
 #[cfg(test)]
 mod tests;
 
@@ -17,6 +18,7 @@ use crate::config::{CONFIG_FILE, LayerKind, ModelConfig};
 use crate::error::{Error, Result};
 
 pub(crate) use scan::internal_scope;
+pub use sharded::{PieceInfo, ShardedInfo, ShardedTensor};
 
 /// The version of the JSON schema of [`InspectReport`]; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -43,12 +45,16 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// dtypes                 {"BF16": count, ...}
 /// shards                 [{file, n_tensors, payload_bytes, file_bytes}]
 /// problems               [{kind, ...}]; empty when none
+/// sharded                null, or for a training checkpoint {n_ranks, n_pieces,
+///                        n_split_tensors, n_empty_pieces, tensors: [{name, shape,
+///                        pieces: [{file, offset, shape}]}]}
 /// ```
 ///
 /// Each problem is an object whose `kind` is a [`Problem`] variant in snake case
 /// (`no_config`, `mixed_prefix`, `missing_experts`, `expert_id_out_of_range`,
 /// `expert_count_mismatch`, `layer_beyond_pattern`, `moe_layer_without_experts`,
-/// `pattern_mismatch`) with that
+/// `pattern_mismatch`, and for training checkpoints `piece_gap`, `piece_overlap`,
+/// `not_in_mapping`, `mapped_but_absent`, `no_hf_metadata`) with that
 /// variant's fields. New fields and kinds may be added within schema 1.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InspectReport {
@@ -94,6 +100,8 @@ pub struct InspectReport {
     pub shards: Vec<ShardSummary>,
     /// What a conversion would refuse or the checkpoint lacks.
     pub problems: Vec<Problem>,
+    /// Ranks and pieces of a training checkpoint; None for other checkpoints.
+    pub sharded: Option<ShardedInfo>,
 }
 
 /// The naming scheme of a checkpoint.
@@ -247,6 +255,42 @@ pub enum Problem {
         /// Layer index.
         layer: u64,
     },
+    /// Training checkpoint: elements of a tensor in no rank file.
+    PieceGap {
+        /// The tensor.
+        tensor: String,
+        /// The uncovered block, `[start:end, ...]`.
+        range: String,
+    },
+    /// Training checkpoint: two pieces of a tensor cover the same elements.
+    PieceOverlap {
+        /// The tensor.
+        tensor: String,
+        /// One rank file.
+        file: String,
+        /// Its piece.
+        range: String,
+        /// The other rank file.
+        other_file: String,
+        /// Its piece.
+        other_range: String,
+    },
+    /// Training checkpoint: a tensor `fqn_to_file_index_mapping.json` does not list.
+    NotInMapping {
+        /// The tensor.
+        tensor: String,
+        /// A rank file holding it.
+        file: String,
+    },
+    /// Training checkpoint: mapped tensors that no rank file holds.
+    MappedButAbsent {
+        /// How many.
+        n_tensors: usize,
+        /// The first.
+        first: String,
+    },
+    /// Training checkpoint without `.hf_metadata/`.
+    NoHfMetadata,
     /// A layer holding a tensor of another kind than its pattern letter says.
     PatternMismatch {
         /// Layer index.
@@ -272,6 +316,14 @@ pub enum Problem {
 /// Unreadable input: a missing directory, bad shards or index, an invalid config.json.
 /// Problems of a readable checkpoint are not errors; they are in [`InspectReport::problems`].
 pub fn inspect(dir: &Path) -> Result<InspectReport> {
+    if crate::catalog::dcp::is_dcp(dir) {
+        let (catalog, info, problems) = sharded::scan(dir)?;
+        let config = read_config(&dir.join(crate::catalog::dcp::HF_METADATA_DIR))?;
+        let mut report = scan::describe(&catalog, config.as_ref());
+        report.problems.extend(problems);
+        report.sharded = Some(info);
+        return Ok(report);
+    }
     let catalog = Catalog::open(dir)?;
     let config = read_config(dir)?;
     Ok(scan::describe(&catalog, config.as_ref()))

@@ -34,6 +34,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod consolidate;
 pub mod convert;
 pub mod dtype;
 pub mod error;

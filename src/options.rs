@@ -19,6 +19,8 @@ pub struct Options {
     pub expert_dtype: Option<Dtype>,
     /// Reproduce the reference's silent drops, listing each (`--lenient`).
     pub lenient: bool,
+    /// consolidate: the reference's `CAST_DTYPE` (`--dtype`); None keeps the original dtypes.
+    pub cast_dtype: Option<Dtype>,
     /// from-hf: dequantize FP8 weights to BF16 with their scales (`--dequantize`).
     pub dequantize: bool,
     /// HF prefix for to-hf (`--hf-prefix`); None: the recorded one, else `backbone.`.
@@ -44,6 +46,7 @@ impl Default for Options {
         Options {
             expert_dtype: None,
             lenient: false,
+            cast_dtype: None,
             dequantize: false,
             hf_prefix: None,
             max_shard_bytes: DEFAULT_MAX_SHARD_BYTES,

@@ -65,6 +65,16 @@ pub fn finish(report: &Report, worker: Option<Worker>, quiet: bool) {
     }
 }
 
+/// Says on stderr how many dtype-mapping names `consolidate` completed, unless quiet.
+pub fn completed(names: &[String], quiet: bool) {
+    if !quiet && !names.is_empty() {
+        eprintln!(
+            "nemoconv: completed the original dtype of {} tensors missing from fqn_to_dtype_mapping.json (--lenient keeps the reference's dtypes)",
+            names.len()
+        );
+    }
+}
+
 /// The `--dry-run` output: per output checkpoint, each tensor with its recipe.
 pub fn dry_run(planned: &Planned, json: bool) -> Vec<u8> {
     let targets: Vec<_> = planned
@@ -120,9 +130,14 @@ pub fn dry_run(planned: &Planned, json: bool) -> Vec<u8> {
 }
 
 /// The `--json` summary of a finished conversion.
-pub fn json_summary(command: &str, inputs: &[PathBuf], output: &Path, report: &Report) -> Vec<u8> {
+pub fn json_summary(
+    command: &str,
+    inputs: &[PathBuf],
+    output: &Path,
+    report: &Report,
+) -> serde_json::Value {
     let s = &report.summary;
-    json_line(&serde_json::json!({
+    serde_json::json!({
         "command": command,
         "inputs": inputs,
         "output": output,
@@ -131,7 +146,7 @@ pub fn json_summary(command: &str, inputs: &[PathBuf], output: &Path, report: &R
         "shards": s.shards,
         "seconds": s.seconds,
         "dropped": report.dropped,
-    }))
+    })
 }
 
 /// An `inspect` or `verify` report: pretty JSON with `--json`, else its text form.
@@ -144,7 +159,8 @@ pub fn show<T: serde::Serialize + std::fmt::Display>(found: &T, json: bool) -> V
     found.to_string().into_bytes()
 }
 
-fn json_line(value: &serde_json::Value) -> Vec<u8> {
+/// A JSON value on one line, newline-terminated.
+pub fn json_line(value: &serde_json::Value) -> Vec<u8> {
     let mut bytes = serde_json::to_vec(value).expect("JSON values serialize");
     bytes.push(b'\n');
     bytes

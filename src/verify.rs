@@ -8,6 +8,7 @@ mod compare;
 pub(crate) mod fixture;
 mod pair;
 mod render;
+mod segments;
 #[cfg(test)]
 mod tests;
 
@@ -220,8 +221,8 @@ pub fn verify(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<VerifyReport> {
-    let cat_a = Catalog::open(a)?;
-    let cat_b = Catalog::open(b)?;
+    let cat_a = Catalog::open_any(a)?;
+    let cat_b = Catalog::open_any(b)?;
     let (entries, jobs) = pair::pair(&cat_a, &cat_b, options.allow);
     let stats = compare_all(&cat_a, &cat_b, &jobs, progress, cancel)?;
     let mut report = VerifyReport {
@@ -232,7 +233,7 @@ pub fn verify(
         n_tensors_a: cat_a.tensors.len(),
         n_tensors_b: cat_b.tensors.len(),
         n_compared: jobs.len(),
-        compared_bytes: jobs.iter().map(|j| j.a_bytes(&cat_a)).sum(),
+        compared_bytes: jobs.iter().map(|j| j.a_bytes()).sum(),
         allowed: AllowedCounts::default(),
         n_differences: 0,
         counts: DiffCounts::default(),
@@ -280,29 +281,25 @@ fn compare_all(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Vec<Stats>> {
-    let chunks: Vec<(usize, u64, u64)> = jobs
+    let chunks: Vec<(usize, std::ops::Range<u64>)> = jobs
         .iter()
         .enumerate()
         .flat_map(|(j, job)| {
             let step = (CHUNK_BYTES / job.unit_a.max(job.unit_b) as u64).max(1);
-            (0..job.units.div_ceil(step))
-                .map(move |k| (j, k * step, ((k + 1) * step).min(job.units)))
+            job.chunks(step).into_iter().map(move |r| (j, r))
         })
         .collect();
-    progress.start(
-        jobs.iter()
-            .map(|j| j.a_bytes(cat_a) + j.b_bytes(cat_b))
-            .sum(),
-    );
+    progress.start(jobs.iter().map(|j| j.a_bytes() + j.b_bytes()).sum());
     let results: Result<Vec<(usize, Stats)>> = chunks
         .par_iter()
         .filter(|_| !cancel.load(Ordering::Relaxed))
         .map_init(
             || (Vec::new(), Vec::new()),
-            |(buf_a, buf_b), &(j, start, end)| {
+            |(buf_a, buf_b), (j, units)| {
+                let (j, start) = (*j, units.start);
                 let job = &jobs[j];
-                let (shard_a, range_a) = job.a_range(cat_a, start..end);
-                let (shard_b, range_b) = job.b_range(cat_b, start..end);
+                let (shard_a, range_a) = job.a_range(cat_a, units);
+                let (shard_b, range_b) = job.b_range(cat_b, units);
                 buf_a.resize((range_a.end - range_a.start) as usize, 0);
                 buf_b.resize((range_b.end - range_b.start) as usize, 0);
                 shard_a.read_at(&range_a, buf_a)?;

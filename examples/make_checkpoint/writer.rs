@@ -22,9 +22,29 @@ struct Chunk {
 
 /// Writes one safetensors file holding `tensors`, data in the order given.
 pub fn write_shard(path: &Path, tensors: &[TensorSpec], seed: u64) -> Result<()> {
+    let parts: Vec<Part> = tensors
+        .iter()
+        .map(|t| Part {
+            tensor: t,
+            bytes: 0..t.bytes(),
+        })
+        .collect();
+    write_file(path, &header(tensors)?, &parts, seed)
+}
+
+/// A byte range of one tensor's row-major data (a rank's piece of it).
+pub struct Part<'a> {
+    /// The tensor.
+    pub tensor: &'a TensorSpec,
+    /// The range of its bytes.
+    pub bytes: std::ops::Range<u64>,
+}
+
+/// Writes `header`, then the bytes of `parts` in order.
+pub fn write_file(path: &Path, header: &[u8], parts: &[Part], seed: u64) -> Result<()> {
     let mut file =
         File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(&header(tensors)?)
+    file.write_all(header)
         .with_context(|| format!("cannot write the header of {}", path.display()))?;
     let (full_tx, full_rx) = sync_channel::<Chunk>(1);
     let (empty_tx, empty_rx) = channel::<Chunk>();
@@ -36,7 +56,7 @@ pub fn write_shard(path: &Path, tensors: &[TensorSpec], seed: u64) -> Result<()>
     }
     thread::scope(|scope| {
         let writer = scope.spawn(move || drain(file, full_rx, empty_tx));
-        let produced = produce(tensors, seed, &empty_rx, full_tx);
+        let produced = produce(parts, seed, &empty_rx, full_tx);
         let written = writer
             .join()
             .map_err(|_| anyhow!("the writer thread panicked"))?;
@@ -57,22 +77,25 @@ fn drain(mut file: File, full: Receiver<Chunk>, empty: Sender<Chunk>) -> Result<
     Ok(())
 }
 
-/// Generates every tensor's bytes into buffers and sends them to the writer in order.
+/// Generates every part's bytes into buffers and sends them to the writer in order.
 fn produce(
-    tensors: &[TensorSpec],
+    parts: &[Part],
     seed: u64,
     empty: &Receiver<Chunk>,
     full: SyncSender<Chunk>,
 ) -> Result<()> {
     let stopped = || anyhow!("the writer thread stopped early");
     let mut chunk = empty.recv().map_err(|_| stopped())?;
-    for tensor in tensors {
-        let stream = Stream::new(seed, &tensor.name, tensor.dtype);
-        let size = tensor.bytes() as usize;
+    for part in parts {
+        let stream = Stream::new(seed, &part.tensor.name, part.tensor.dtype);
+        let (start, size) = (
+            part.bytes.start as usize,
+            (part.bytes.end - part.bytes.start) as usize,
+        );
         let mut offset = 0;
         while offset < size {
             let n = (CHUNK - chunk.len).min(size - offset);
-            stream.fill(offset, &mut chunk.data[chunk.len..chunk.len + n]);
+            stream.fill(start + offset, &mut chunk.data[chunk.len..chunk.len + n]);
             chunk.len += n;
             offset += n;
             if chunk.len == CHUNK {

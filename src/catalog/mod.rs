@@ -1,14 +1,22 @@
-//! The catalog: every input tensor as a description (name, dtype, shape, shard, byte range),
-//! never its bytes, plus the checkpoint's other files. Knows no model naming rules.
+//! The catalog: every input tensor as a description (name, dtype, shape and the pieces that
+//! hold its bytes: shard, byte range, piece shape, offset), never its bytes, plus the
+//! checkpoint's other files. A tensor of an ordinary checkpoint is one whole piece; a DCP
+//! training checkpoint ([`dcp`]) stores pieces spread over its rank files. Knows no model
+//! naming rules.
 
+mod coverage;
+pub mod dcp;
 mod index;
+mod runs;
 mod shard;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+pub use coverage::{full_shape, slot_text};
 pub use index::{INDEX_FILE, ShardIndex};
+pub use runs::{Run, runs};
 pub use shard::{HEADER_LEN_BYTES, HeaderEntry, Shard, parse_header, same_bytes};
 
 use crate::dtype::Dtype;
@@ -22,6 +30,20 @@ pub struct ShardId(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TensorId(pub u32);
 
+/// A row-major block of a tensor stored contiguously in one shard: the whole tensor, or one
+/// rank's piece of a DCP checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// The shard holding it.
+    pub shard: ShardId,
+    /// Absolute byte range in the shard file.
+    pub bytes: Range<u64>,
+    /// The piece's own dimensions.
+    pub shape: Vec<u64>,
+    /// Where its first element sits in the full tensor, one index per dimension.
+    pub offset: Vec<u64>,
+}
+
 /// One input tensor: where its bytes are and what they mean.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorEntry {
@@ -29,12 +51,11 @@ pub struct TensorEntry {
     pub name: String,
     /// Element type.
     pub dtype: Dtype,
-    /// Dimensions.
+    /// Dimensions of the full tensor.
     pub shape: Vec<u64>,
-    /// The shard holding it.
-    pub shard: ShardId,
-    /// Absolute byte range in the shard file.
-    pub bytes: Range<u64>,
+    /// The pieces that together hold it, none overlapping, in storage order; one whole
+    /// piece for every tensor of an ordinary checkpoint.
+    pub pieces: Vec<Piece>,
     /// Which input directory (part) holds it; 0 unless several were opened together.
     pub part: usize,
 }
@@ -43,6 +64,30 @@ impl TensorEntry {
     /// Number of elements.
     pub fn numel(&self) -> u64 {
         numel(&self.shape)
+    }
+
+    /// True when one piece holds the whole tensor.
+    pub fn is_whole(&self) -> bool {
+        matches!(&self.pieces[..], [p] if p.shape == self.shape)
+    }
+
+    /// The piece holding the whole tensor. Catalogs of ordinary checkpoints hold only whole
+    /// tensors ([`Catalog::open`]); a training checkpoint's may be split, and then this is
+    /// the first piece: code reading such catalogs checks [`TensorEntry::is_whole`]
+    /// (`verify`, `inspect`) or replaces what was planned from it
+    /// ([`crate::plan::assemble_split`]).
+    pub fn whole(&self) -> &Piece {
+        &self.pieces[0]
+    }
+
+    /// The shard holding the whole tensor (see [`TensorEntry::whole`]).
+    pub fn shard(&self) -> ShardId {
+        self.whole().shard
+    }
+
+    /// The byte range of the whole tensor (see [`TensorEntry::whole`]).
+    pub fn bytes(&self) -> &Range<u64> {
+        &self.whole().bytes
     }
 }
 
@@ -154,7 +199,7 @@ impl Catalog {
         if let Some(index) = &index {
             let held = tensors
                 .iter()
-                .map(|t| (t.name.as_str(), self.shard_file_name(t.shard)))
+                .map(|t| (t.name.as_str(), self.shard_file_name(t.shard())))
                 .collect();
             index.check(&held)?;
         }
@@ -172,9 +217,13 @@ impl Catalog {
             .extend(entries.into_iter().map(|e| TensorEntry {
                 name: e.name,
                 dtype: e.dtype,
+                pieces: vec![Piece {
+                    shard: id,
+                    bytes: e.bytes,
+                    offset: vec![0; e.shape.len()],
+                    shape: e.shape.clone(),
+                }],
                 shape: e.shape,
-                shard: id,
-                bytes: e.bytes,
                 part,
             }));
         self.shards.push(shard);
@@ -184,11 +233,11 @@ impl Catalog {
     fn check_unique(&self, tensors: &[TensorEntry]) -> Result<()> {
         let mut seen: BTreeMap<&str, ShardId> = BTreeMap::new();
         for t in tensors {
-            if let Some(first) = seen.insert(&t.name, t.shard) {
+            if let Some(first) = seen.insert(&t.name, t.shard()) {
                 return Err(Error::DuplicateTensor {
                     tensor: t.name.clone(),
                     first: self.shard(first).path.clone(),
-                    second: self.shard(t.shard).path.clone(),
+                    second: self.shard(t.shard()).path.clone(),
                 });
             }
         }
@@ -218,9 +267,9 @@ impl Catalog {
         self.iter().map(|(id, t)| (t.name.as_str(), id)).collect()
     }
 
-    /// The path of the shard holding `id`, for messages.
+    /// The path of the shard holding `id` (its first piece), for messages.
     pub fn path_of(&self, id: TensorId) -> &Path {
-        &self.shard(self.tensor(id).shard).path
+        &self.shard(self.tensor(id).pieces[0].shard).path
     }
 
     /// The `__metadata__` of the first shard (nemoconv writes the same map into every shard).
@@ -237,7 +286,8 @@ impl Catalog {
     pub fn payload_bytes(&self) -> u64 {
         self.tensors
             .iter()
-            .map(|t| t.bytes.end - t.bytes.start)
+            .flat_map(|t| &t.pieces)
+            .map(|p| p.bytes.end - p.bytes.start)
             .sum()
     }
 
@@ -250,7 +300,7 @@ impl Catalog {
     }
 }
 
-fn is_weight_file(path: &Path) -> bool {
+pub(crate) fn is_weight_file(path: &Path) -> bool {
     path.parent().is_none_or(|p| p.as_os_str().is_empty())
         && path.extension().is_some_and(|e| e == "safetensors")
 }
@@ -289,7 +339,7 @@ fn index_shards(dir: &Path, index: &ShardIndex, listing: &[PathBuf]) -> Result<V
 }
 
 /// Every regular file below `dir` (following links, as a hub cache needs), as sorted relative paths.
-fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {

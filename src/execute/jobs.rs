@@ -13,7 +13,7 @@ use crate::plan::{Plan, Recipe, Source};
 pub const CHUNK_BYTES: u64 = 1 << 20;
 /// Most bytes one kernel-side copy job moves: big tensors spread over threads, and the
 /// prefetch window (see `prefetch`) stays ahead of each copy.
-const COPY_CHUNK_BYTES: u64 = 16 << 20;
+pub(super) const COPY_CHUNK_BYTES: u64 = 16 << 20;
 /// Most source bytes one transpose job reads at once: a whole expert matrix (10 MiB for
 /// Nano) in one read, so the disk sees one large request instead of strided pages. Larger
 /// matrices are read in bands of whole columns, one row segment at a time.
@@ -118,6 +118,15 @@ pub fn jobs(plan: &Plan, base: usize) -> Vec<Job<'_>> {
                 };
                 push_bands(&mut jobs, job(source, place.offset, whole));
             }
+            Recipe::Assemble { sources, slots } => {
+                let at = super::assemble::At {
+                    shape: &t.shape,
+                    out_dtype: t.dtype,
+                    file: base + place.shard,
+                    offset: place.offset,
+                };
+                super::assemble::push_jobs(&mut jobs, sources, slots, at);
+            }
         }
     }
     jobs
@@ -193,7 +202,7 @@ pub fn reads(job: &Job) -> Vec<Range<u64>> {
     }
 }
 
-fn ranges(len: u64, step: u64) -> impl Iterator<Item = Range<u64>> {
+pub(super) fn ranges(len: u64, step: u64) -> impl Iterator<Item = Range<u64>> {
     let step = step.max(1);
     (0..len.div_ceil(step)).map(move |i| i * step..((i + 1) * step).min(len))
 }

@@ -3,6 +3,7 @@
 //! requests, with positioned reads and writes into preallocated shards, and commits the
 //! directory atomically. It knows no tensor names and no model rules.
 
+mod assemble;
 mod jobs;
 pub mod kernels;
 mod prefetch;
@@ -128,8 +129,16 @@ pub fn execute(
     if worker.is_none_or(|w| w.index == 0) {
         for target in targets {
             let dir = staging.dir().join(target.subdir);
-            writer::write_index(&dir, target.plan)?;
-            writer::copy_files(&catalog.dir, &dir, &target.plan.copy_files, &[INDEX_FILE])?;
+            // A plan may bring its own index (consolidate writes the reference's).
+            if !target
+                .plan
+                .written_files
+                .contains_key(Path::new(INDEX_FILE))
+            {
+                writer::write_index(&dir, target.plan)?;
+            }
+            let from = catalog.dir.join(&target.plan.copy_from);
+            writer::copy_files(&from, &dir, &target.plan.copy_files, &[INDEX_FILE])?;
             for (rel, bytes) in &target.plan.written_files {
                 writer::write_synced(&dir.join(rel), bytes)?;
             }

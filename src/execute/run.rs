@@ -261,7 +261,7 @@ mod tests {
         Source {
             tensor: TensorId(0),
             shard: ShardId(0),
-            bytes: t.bytes.clone(),
+            bytes: t.bytes().clone(),
             dtype: Dtype::BF16,
             scale: None,
         }

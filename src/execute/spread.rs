@@ -45,7 +45,12 @@ fn digest(targets: &[Target]) -> u64 {
         for shard in &target.plan.shards {
             (&shard.file_name, &shard.header).hash(&mut hasher);
         }
-        (&target.plan.copy_files, &target.plan.written_files).hash(&mut hasher);
+        (
+            &target.plan.copy_from,
+            &target.plan.copy_files,
+            &target.plan.written_files,
+        )
+            .hash(&mut hasher);
     }
     hasher.finish()
 }

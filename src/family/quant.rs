@@ -128,7 +128,7 @@ pub fn attach_scales(tensors: &mut [OutputTensor], dequant: &Dequant) {
             Recipe::Copy(s) | Recipe::Cast(s) | Recipe::TransposeSlice { source: s, .. } => {
                 std::slice::from_mut(s)
             }
-            Recipe::StackTransposed { sources, .. } => sources,
+            Recipe::StackTransposed { sources, .. } | Recipe::Assemble { sources, .. } => sources,
         };
         for s in sources {
             s.scale = dequant.scales.get(&s.tensor).cloned();
@@ -240,8 +240,8 @@ fn scale_of(
     }
     Ok(Scale {
         tensor: id,
-        shard: s.shard,
-        bytes: s.bytes.clone(),
+        shard: s.shard(),
+        bytes: s.bytes().clone(),
         dtype: s.dtype,
         cols,
         block,

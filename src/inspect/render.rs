@@ -81,6 +81,13 @@ impl fmt::Display for InspectReport {
             )?,
             false => writeln!(f, "quantized    no")?,
         }
+        if let Some(s) = &self.sharded {
+            writeln!(
+                f,
+                "training     {} ranks, {} pieces ({} empty), {} tensors split over ranks",
+                s.n_ranks, s.n_pieces, s.n_empty_pieces, s.n_split_tensors
+            )?;
+        }
         writeln!(f, "shards       {}", self.shards.len())?;
         for s in &self.shards {
             writeln!(
@@ -188,6 +195,29 @@ impl fmt::Display for Problem {
                 f,
                 "layer {layer} is MoE (\"E\") in the pattern but holds no expert tensors"
             ),
+            Problem::PieceGap { tensor, range } => write!(
+                f,
+                "tensor {tensor:?}: elements {range} are in no rank file (a rank file is missing)"
+            ),
+            Problem::PieceOverlap {
+                tensor,
+                file,
+                range,
+                other_file,
+                other_range,
+            } => write!(
+                f,
+                "tensor {tensor:?}: piece {range} in {file} overlaps piece {other_range} in {other_file}"
+            ),
+            Problem::NotInMapping { tensor, file } => write!(
+                f,
+                "tensor {tensor:?} (in {file}) is not in fqn_to_file_index_mapping.json"
+            ),
+            Problem::MappedButAbsent { n_tensors, first } => write!(
+                f,
+                "{n_tensors} mapped tensors are in no rank file (first {first:?})"
+            ),
+            Problem::NoHfMetadata => write!(f, "no .hf_metadata/ directory"),
             Problem::PatternMismatch {
                 layer,
                 expected,

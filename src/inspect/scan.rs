@@ -149,6 +149,7 @@ pub(super) fn describe(
         dtypes,
         shards: shards(catalog),
         problems,
+        sharded: None,
     }
 }
 
@@ -349,10 +350,11 @@ fn shards(catalog: &Catalog) -> Vec<ShardSummary> {
             file_bytes: shard.len_bytes,
         })
         .collect();
-    for t in &catalog.tensors {
-        let s = &mut out[t.shard.0 as usize];
+    // A rank file of a training checkpoint counts its pieces.
+    for p in catalog.tensors.iter().flat_map(|t| &t.pieces) {
+        let s = &mut out[p.shard.0 as usize];
         s.n_tensors += 1;
-        s.payload_bytes += t.bytes.end - t.bytes.start;
+        s.payload_bytes += p.bytes.end - p.bytes.start;
     }
     out
 }

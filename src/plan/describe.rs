@@ -18,7 +18,7 @@ pub struct PlannedTensor {
     pub shape: Vec<u64>,
     /// Output shard file name.
     pub shard: String,
-    /// `copy`, `cast`, `stack-transposed` or `transpose-slice`.
+    /// `copy`, `cast`, `stack-transposed`, `transpose-slice` or `assemble`.
     pub op: &'static str,
     /// The input tensor names read, in order.
     pub inputs: Vec<String>,
@@ -39,6 +39,7 @@ pub fn describe(plan: &Plan, catalog: &Catalog) -> Vec<PlannedTensor> {
                 Recipe::Cast(_) => "cast",
                 Recipe::StackTransposed { .. } => "stack-transposed",
                 Recipe::TransposeSlice { .. } => "transpose-slice",
+                Recipe::Assemble { .. } => "assemble",
             },
             inputs: t
                 .recipe

@@ -2,7 +2,9 @@
 //! data (printable, comparable, testable); the executor turns it into bytes. Model families
 //! build plans; this module only checks model-free invariants and places tensors in shards.
 
+mod check;
 mod describe;
+mod pieces;
 mod shards;
 
 use std::collections::BTreeMap;
@@ -10,10 +12,11 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 pub use describe::{PlannedTensor, describe};
+pub use pieces::assemble_split;
 pub use shards::{OutputShard, Placement, natural_cmp, shard_file_name};
 
 use crate::catalog::{Catalog, ShardId, TensorId};
-use crate::dtype::{self, Dtype};
+use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 
 /// Bytes of one input tensor (or a slice of it) that a recipe reads.
@@ -75,6 +78,23 @@ pub enum Recipe {
         /// Columns of the source matrix.
         cols: u64,
     },
+    /// Pieces of a tensor (a DCP checkpoint's rank shards) each placed into its row-major
+    /// block of the output and converted to the output dtype (DCP-FORMAT §3.4).
+    Assemble {
+        /// One source per piece.
+        sources: Vec<Source>,
+        /// Where each piece goes (same index).
+        slots: Vec<Slot>,
+    },
+}
+
+/// The block of the output tensor one piece fills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// The piece's dimensions.
+    pub shape: Vec<u64>,
+    /// Index of its first element in the output tensor, per dimension.
+    pub offset: Vec<u64>,
 }
 
 impl Recipe {
@@ -84,7 +104,7 @@ impl Recipe {
             Recipe::Copy(s) | Recipe::Cast(s) | Recipe::TransposeSlice { source: s, .. } => {
                 std::slice::from_ref(s)
             }
-            Recipe::StackTransposed { sources, .. } => sources,
+            Recipe::StackTransposed { sources, .. } | Recipe::Assemble { sources, .. } => sources,
         }
     }
 }
@@ -120,6 +140,19 @@ pub struct FileChanges {
     pub skip: Vec<PathBuf>,
 }
 
+/// What a [`Plan::placed`] plan carries besides its tensors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// The subdirectory of the input that `copy_files` are relative to.
+    pub copy_from: PathBuf,
+    /// Non-weight files to copy, relative to `copy_from`.
+    pub copy_files: Vec<PathBuf>,
+    /// Files written with these contents (relative paths in the output).
+    pub written_files: BTreeMap<PathBuf, Vec<u8>>,
+    /// Input tensor names left out on purpose.
+    pub dropped: Vec<String>,
+}
+
 /// A complete, placed conversion: what to write where, and what else to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -131,7 +164,10 @@ pub struct Plan {
     pub shards: Vec<OutputShard>,
     /// The `__metadata__` every shard gets.
     pub metadata: BTreeMap<String, String>,
-    /// Non-weight files to copy, relative to the input directory.
+    /// The subdirectory of the input that `copy_files` are relative to (empty: the input
+    /// itself); each is copied to the same relative path in the output.
+    pub copy_from: PathBuf,
+    /// Non-weight files to copy, relative to `copy_from`.
     pub copy_files: Vec<PathBuf>,
     /// Non-weight files written with new contents instead of copied (relative paths).
     pub written_files: BTreeMap<PathBuf, Vec<u8>>,
@@ -165,7 +201,7 @@ impl Plan {
             )));
         }
         for t in &tensors {
-            check_recipe(t)
+            check::check_recipe(t)
                 .map_err(|why| plan_error(format!("output tensor {:?}: {why}", t.name)))?;
         }
         let (shards, placements) = shards::pack(&tensors, &metadata, max_shard_bytes);
@@ -174,6 +210,7 @@ impl Plan {
             placements,
             shards,
             metadata,
+            copy_from: PathBuf::new(),
             copy_files: catalog
                 .other_files
                 .iter()
@@ -185,6 +222,66 @@ impl Plan {
         })
     }
 
+    /// A plan whose files are given: each output file's name and its tensors in file order,
+    /// with headers made by `encode_header` (the 8-byte length and the JSON). Used where the
+    /// output layout is a format rule, not nemoconv's choice (`consolidate`).
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] when two outputs share a name or a recipe does not fit its tensor.
+    pub fn placed(
+        catalog: &Catalog,
+        files: Vec<(String, Vec<OutputTensor>)>,
+        encode_header: &dyn Fn(&[OutputTensor]) -> Vec<u8>,
+        extra: Extras,
+    ) -> Result<Plan> {
+        let plan_error = |reason: String| Error::Checkpoint {
+            path: catalog.dir.clone(),
+            reason,
+        };
+        let mut tensors = Vec::new();
+        let mut shards = Vec::new();
+        let mut placements = Vec::new();
+        for (file_name, members) in files {
+            let header = encode_header(&members);
+            let mut offset = header.len() as u64;
+            let first = tensors.len();
+            for t in members {
+                check::check_recipe(&t)
+                    .map_err(|why| plan_error(format!("output tensor {:?}: {why}", t.name)))?;
+                placements.push(Placement {
+                    shard: shards.len(),
+                    offset,
+                });
+                offset += t.len_bytes().expect("checked by check_recipe");
+                tensors.push(t);
+            }
+            shards.push(OutputShard {
+                file_name,
+                header,
+                len_bytes: offset,
+                tensors: (first..tensors.len()).collect(),
+            });
+        }
+        let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(plan_error(format!(
+                "output tensor {:?} is planned twice",
+                w[0]
+            )));
+        }
+        Ok(Plan {
+            tensors,
+            placements,
+            shards,
+            metadata: BTreeMap::new(),
+            copy_from: extra.copy_from,
+            copy_files: extra.copy_files,
+            written_files: extra.written_files,
+            dropped: extra.dropped,
+        })
+    }
+
     /// Sum of all output tensor bytes.
     pub fn payload_bytes(&self) -> u64 {
         self.tensors
@@ -192,73 +289,4 @@ impl Plan {
             .filter_map(OutputTensor::len_bytes)
             .sum()
     }
-}
-
-/// Model-free checks: the recipe reads exactly as many elements as the tensor holds, in
-/// dtypes the kernels can convert.
-fn check_recipe(t: &OutputTensor) -> std::result::Result<(), String> {
-    let out_bytes = t.len_bytes().ok_or("its size overflows")?;
-    let out_size = dtype::size_bytes(t.dtype);
-    let numel_of = |s: &Source| -> Option<u64> {
-        Some((s.bytes.end - s.bytes.start) / dtype::size_bytes(s.dtype)? as u64)
-    };
-    let numel = out_size.map(|s| out_bytes / s as u64);
-    match &t.recipe {
-        Recipe::Copy(s) => {
-            if s.dtype != t.dtype || s.bytes.end - s.bytes.start != out_bytes {
-                return Err(format!(
-                    "copy of {} bytes of {:?} into {out_bytes} bytes of {:?}",
-                    s.bytes.end - s.bytes.start,
-                    s.dtype,
-                    t.dtype
-                ));
-            }
-        }
-        Recipe::Cast(s) => check_cast(s, t.dtype, numel, numel_of(s))?,
-        Recipe::StackTransposed {
-            sources,
-            rows,
-            cols,
-        } => {
-            for s in sources {
-                check_cast(s, t.dtype, Some(rows * cols), numel_of(s))?;
-            }
-            if numel != Some(rows * cols * sources.len() as u64) {
-                return Err(format!(
-                    "{} slots of {rows}x{cols} do not fill shape {:?}",
-                    sources.len(),
-                    t.shape
-                ));
-            }
-        }
-        Recipe::TransposeSlice { source, rows, cols } => {
-            check_cast(source, t.dtype, Some(rows * cols), numel_of(source))?;
-            if numel != Some(rows * cols) {
-                return Err(format!(
-                    "a {rows}x{cols} slice does not fill shape {:?}",
-                    t.shape
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn check_cast(
-    s: &Source,
-    to: Dtype,
-    want: Option<u64>,
-    have: Option<u64>,
-) -> std::result::Result<(), String> {
-    if !dtype::can_cast(s.dtype, to) {
-        return Err(format!(
-            "cannot convert {} to {}",
-            dtype::short_name(s.dtype),
-            dtype::short_name(to)
-        ));
-    }
-    if want.is_none() || want != have {
-        return Err(format!("source holds {have:?} elements, {want:?} expected"));
-    }
-    Ok(())
 }

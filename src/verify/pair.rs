@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use super::compare::{Kinds, Stats, unit};
+use super::segments::{self, Segment};
 use super::{Allow, Difference};
 use crate::catalog::{Catalog, Shard, TensorId};
 use crate::dtype::{self, Dtype};
@@ -55,8 +56,6 @@ pub(super) enum Entry {
 pub(super) struct Job {
     name: String,
     b_name: Option<String>,
-    a: TensorId,
-    b: TensorId,
     /// Stored and common dtypes.
     pub kinds: Kinds,
     /// Bytes per unit in A.
@@ -65,31 +64,41 @@ pub(super) struct Job {
     pub unit_b: usize,
     /// Units (elements, or bytes for sub-byte dtypes) on each side.
     pub units: u64,
+    /// Where A's units are stored, in element order.
+    a_segs: Vec<Segment>,
+    /// Where B's units are stored.
+    b_segs: Vec<Segment>,
     /// The `--allow` rules this pair needed.
     pub rules: Vec<Rule>,
 }
 
 impl Job {
     /// A's tensor bytes.
-    pub fn a_bytes(&self, cat: &Catalog) -> u64 {
-        let t = cat.tensor(self.a);
-        t.bytes.end - t.bytes.start
+    pub fn a_bytes(&self) -> u64 {
+        self.units * self.unit_a as u64
     }
 
     /// B's tensor bytes.
-    pub fn b_bytes(&self, cat: &Catalog) -> u64 {
-        let t = cat.tensor(self.b);
-        t.bytes.end - t.bytes.start
+    pub fn b_bytes(&self) -> u64 {
+        self.units * self.unit_b as u64
     }
 
-    /// A's shard and the file range of `units`.
-    pub fn a_range<'c>(&self, cat: &'c Catalog, units: Range<u64>) -> (&'c Shard, Range<u64>) {
-        side_range(cat, self.a, self.unit_a, units)
+    /// The unit ranges compared one at a time: at most `step` units, each stored
+    /// contiguously on both sides.
+    pub fn chunks(&self, step: u64) -> Vec<Range<u64>> {
+        segments::chunks(&self.a_segs, &self.b_segs, self.units, step)
     }
 
-    /// B's shard and the file range of `units`.
-    pub fn b_range<'c>(&self, cat: &'c Catalog, units: Range<u64>) -> (&'c Shard, Range<u64>) {
-        side_range(cat, self.b, self.unit_b, units)
+    /// A's shard and the file range of `units` (one of [`Job::chunks`]).
+    pub fn a_range<'c>(&self, cat: &'c Catalog, units: &Range<u64>) -> (&'c Shard, Range<u64>) {
+        let (shard, range) = segments::locate(&self.a_segs, units, self.unit_a);
+        (cat.shard(shard), range)
+    }
+
+    /// B's shard and the file range of `units` (one of [`Job::chunks`]).
+    pub fn b_range<'c>(&self, cat: &'c Catalog, units: &Range<u64>) -> (&'c Shard, Range<u64>) {
+        let (shard, range) = segments::locate(&self.b_segs, units, self.unit_b);
+        (cat.shard(shard), range)
     }
 
     /// The difference a pair with non-empty `stats` makes.
@@ -105,13 +114,6 @@ impl Job {
             nonfinite_differences: stats.nonfinite,
         }
     }
-}
-
-fn side_range(cat: &Catalog, id: TensorId, unit: usize, units: Range<u64>) -> (&Shard, Range<u64>) {
-    let t = cat.tensor(id);
-    let u = unit as u64;
-    let range = t.bytes.start + units.start * u..t.bytes.start + units.end * u;
-    (cat.shard(t.shard), range)
 }
 
 /// Every name of A and B, in name order, as a difference or a job.
@@ -213,8 +215,6 @@ fn classify(
     Ok(Job {
         name: name.to_string(),
         b_name,
-        a: ia,
-        b: ib,
         kinds: Kinds {
             a: ta.dtype,
             b: tb.dtype,
@@ -222,7 +222,14 @@ fn classify(
         },
         unit_a,
         unit_b,
-        units: (ta.bytes.end - ta.bytes.start) / unit_a as u64,
+        units: ta
+            .pieces
+            .iter()
+            .map(|p| p.bytes.end - p.bytes.start)
+            .sum::<u64>()
+            / unit_a as u64,
+        a_segs: segments::segments(cat_a, ia, unit_a),
+        b_segs: segments::segments(cat_b, ib, unit_b),
         rules,
     })
 }

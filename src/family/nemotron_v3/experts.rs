@@ -30,8 +30,8 @@ pub fn source_of(catalog: &Catalog, id: TensorId) -> Source {
     let t = catalog.tensor(id);
     Source {
         tensor: id,
-        shard: t.shard,
-        bytes: t.bytes.clone(),
+        shard: t.shard(),
+        bytes: t.bytes().clone(),
         dtype: t.dtype,
         scale: None,
     }
@@ -206,13 +206,13 @@ pub fn split(
         });
     }
     let (rows, cols) = (t.shape[1], t.shape[2]);
-    let row_bytes = (t.bytes.end - t.bytes.start) / n.max(1);
+    let row_bytes = (t.bytes().end - t.bytes().start) / n.max(1);
     Ok(shape
         .ids
         .clone()
         .enumerate()
         .map(|(k, global)| {
-            let start = t.bytes.start + k as u64 * row_bytes;
+            let start = t.bytes().start + k as u64 * row_bytes;
             OutputTensor {
                 name: merged.expert_hf_name(prefix, global),
                 dtype: t.dtype,
@@ -220,7 +220,7 @@ pub fn split(
                 recipe: Recipe::TransposeSlice {
                     source: Source {
                         tensor: id,
-                        shard: t.shard,
+                        shard: t.shard(),
                         bytes: start..start + row_bytes,
                         dtype: t.dtype,
                         scale: None,

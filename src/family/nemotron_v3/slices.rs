@@ -151,8 +151,8 @@ pub fn check_shared_identical(catalog: &Catalog) -> Result<()> {
             let same = a.dtype == b.dtype
                 && a.shape == b.shape
                 && same_bytes(
-                    (catalog.shard(a.shard), &a.bytes),
-                    (catalog.shard(b.shard), &b.bytes),
+                    (catalog.shard(a.shard()), a.bytes()),
+                    (catalog.shard(b.shard()), b.bytes()),
                 )?;
             if !same {
                 return Err(slice_error(

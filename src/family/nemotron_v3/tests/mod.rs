@@ -167,8 +167,8 @@ fn source(c: &Catalog, name: &str) -> Source {
     let t = c.tensor(id);
     Source {
         tensor: id,
-        shard: t.shard,
-        bytes: t.bytes.clone(),
+        shard: t.shard(),
+        bytes: t.bytes().clone(),
         dtype: t.dtype,
         scale: None,
     }

@@ -80,7 +80,7 @@ fn split_rows(
     let m = c.tensor(id);
     let (n, rows, cols) = (m.shape[0], m.shape[1], m.shape[2]);
     let row_bytes = rows * cols * (m.dtype.bitsize() as u64 / 8);
-    assert_eq!(m.bytes.end - m.bytes.start, n * row_bytes);
+    assert_eq!(m.bytes().end - m.bytes().start, n * row_bytes);
     (0..n)
         .map(|k| OutputTensor {
             name: name_of(first_id + k),
@@ -89,8 +89,8 @@ fn split_rows(
             recipe: Recipe::TransposeSlice {
                 source: Source {
                     tensor: id,
-                    shard: m.shard,
-                    bytes: m.bytes.start + k * row_bytes..m.bytes.start + (k + 1) * row_bytes,
+                    shard: m.shard(),
+                    bytes: m.bytes().start + k * row_bytes..m.bytes().start + (k + 1) * row_bytes,
                     dtype: m.dtype,
                     scale: None,
                 },
@@ -127,7 +127,7 @@ fn split_gives_one_transposed_slice_per_expert() {
         assert_eq!(output(&conv, &expert(L0, e, "down_proj")).shape, vec![H, I]);
     }
     // Expert 2 of the BF16 [3, H, I] tensor: bytes [2*H*I*2, 3*H*I*2) of its data.
-    let up_start = c.tensor(id_of(c, MERGED_UP)).bytes.start;
+    let up_start = c.tensor(id_of(c, MERGED_UP)).bytes().start;
     let Recipe::TransposeSlice { source, rows, cols } =
         &output(&conv, &expert(L0, 2, "up_proj")).recipe
     else {
