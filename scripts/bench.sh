@@ -7,6 +7,9 @@
 # $BENCH_DIR/PRESET/hf. Per preset: one warm-up round (not counted; none when COLD=1), then
 # PAIRS rounds of cp -r, from-hf, to-hf (wall time and peak RSS of each), a round-trip
 # check of hf/ against back/, and a Markdown table on stdout. Progress goes to stderr.
+# PRESET@rN is the same model saved as a NeMo Automodel training checkpoint on N ranks
+# (into $BENCH_DIR/PRESET@rN/model); its rounds are cp -r and `nemoconv consolidate`, and
+# the check is `nemoconv verify model consolidated`.
 #
 # Environment:
 #   BENCH_DIR   where checkpoints and outputs live (default /work/bench-data; keep it
@@ -68,21 +71,28 @@ build() {
     [[ -x $GENERATOR ]] || die "$GENERATOR is missing or not executable"
 }
 
-# Generates $BENCH_DIR/PRESET/hf unless it is already there (complete).
-ensure_preset() {
-    local dir=$BENCH_DIR/$1
-    if [[ -f $dir/hf/config.json ]]; then
-        log "$1: reusing $dir/hf"
-        return
-    fi
-    log "$1: generating $dir/hf"
-    rm -rf "$dir/hf.partial"
-    mkdir -p "$dir"
-    "$GENERATOR" --preset "$1" "$dir/hf.partial" >&2
-    mv "$dir/hf.partial" "$dir/hf"
+# The input directory of a preset: hf, or model for a training checkpoint (PRESET@rN).
+input_of() {
+    [[ $1 == *@r* ]] && echo model || echo hf
 }
 
-# Payload bytes of a checkpoint: the index's total_size, or the single file's tensor bytes.
+# Generates $BENCH_DIR/PRESET/{hf,model} unless it is already there (complete).
+ensure_preset() {
+    local dir=$BENCH_DIR/$1 input args=(--preset "${1%@r*}")
+    input=$(input_of "$1")
+    [[ $1 != *@r* ]] || args+=(--training-ranks "${1##*@r}")
+    if [[ -d $dir/$input && ! -d $dir/$input.partial ]]; then
+        log "$1: reusing $dir/$input"
+        return
+    fi
+    log "$1: generating $dir/$input"
+    rm -rf "$dir/$input.partial"
+    mkdir -p "$dir"
+    "$GENERATOR" "${args[@]}" "$dir/$input.partial" >&2
+    mv "$dir/$input.partial" "$dir/$input"
+}
+
+# Payload bytes of a checkpoint: the index's total_size, or its safetensors files' bytes.
 payload_bytes() {
     local index=$1/model.safetensors.index.json
     if [[ -f $index ]]; then
@@ -177,9 +187,17 @@ timed() {
     fi
 }
 
-# One round: cp -r, from-hf, to-hf. Outputs are deleted before each run (untimed).
+# One round: cp -r, from-hf, to-hf (or cp -r, consolidate). Outputs are deleted before each
+# run (untimed).
 round() {
     local dir=$1
+    if [[ -d $dir/model ]]; then
+        clean "$dir/copy"
+        timed cp "${COPY[@]}" "$dir/model" "$dir/copy"
+        clean "$dir/copy" "$dir/consolidated"
+        timed consolidate "$NEMOCONV" consolidate "${NEMO_FLAGS[@]}" "$dir/model" "$dir/consolidated"
+        return
+    fi
     clean "$dir/copy"
     timed cp "${COPY[@]}" "$dir/hf" "$dir/copy"
     clean "$dir/copy" "$dir/internal"
@@ -262,6 +280,12 @@ PY
 # Prints the round-trip verdict: nemoconv verify when it exists, else the Python check.
 verify() {
     local dir=$1
+    if [[ -d $dir/model ]]; then
+        log "checking consolidation with: nemoconv verify model consolidated"
+        "$NEMOCONV" verify "$dir/model" "$dir/consolidated" >&2 && echo "nemoconv verify: OK" && return
+        echo "nemoconv verify: FAILED"
+        return 1
+    fi
     if "$NEMOCONV" verify --help >/dev/null 2>&1; then
         log "checking round trip with: nemoconv verify hf back"
         "$NEMOCONV" verify "$dir/hf" "$dir/back" >&2 && echo "nemoconv verify: OK" && return
@@ -286,7 +310,8 @@ table() {
     base=$(median "$RESULTS/cp" 1)
     echo "| step | median s | GB/s | x cp -r | peak RSS MiB | read requests | avg read KiB |"
     echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-    for label in cp from-hf to-hf; do
+    for label in cp from-hf to-hf consolidate; do
+        [[ -s $RESULTS/$label ]] || continue
         med=$(median "$RESULTS/$label" 1)
         awk -v l="$label" -v m="$med" -v b="$bytes" -v base="$base" -v cold="$COLD" \
             -v rss="$(sort -g -k2,2 "$RESULTS/$label" | tail -1 | cut -d' ' -f2)" \
@@ -297,10 +322,11 @@ table() {
 }
 
 bench_preset() {
-    local preset=$1 dir=$BENCH_DIR/$1 bytes files
+    local preset=$1 dir=$BENCH_DIR/$1 bytes files input
     ensure_preset "$preset"
-    bytes=$(payload_bytes "$dir/hf")
-    files=$(find "$dir/hf" -maxdepth 1 -name '*.safetensors' | wc -l)
+    input=$dir/$(input_of "$preset")
+    bytes=$(payload_bytes "$input")
+    files=$(find "$input" -maxdepth 1 -name '*.safetensors' | wc -l)
     RESULTS=
     if [[ $COLD == 0 ]]; then
         log "$preset: warm-up"
@@ -314,14 +340,14 @@ bench_preset() {
     echo
     echo "### $preset"
     echo
-    echo "input: $dir/hf, $bytes payload bytes ($(awk -v b="$bytes" 'BEGIN {printf "%.2f", b / 1e9}') GB) in $files safetensors files; $PAIRS rounds"
+    echo "input: $input, $bytes payload bytes ($(awk -v b="$bytes" 'BEGIN {printf "%.2f", b / 1e9}') GB) in $files safetensors files; $PAIRS rounds"
     echo
     table "$bytes"
     echo
     local status=0
     verify "$dir" || status=1
     rm -rf "$RESULTS"
-    clean "$dir/copy" "$dir/internal" "$dir/back"
+    clean "$dir/copy" "$dir/internal" "$dir/back" "$dir/consolidated"
     return $status
 }
 
