@@ -46,6 +46,9 @@ pub fn finish(report: &Report, worker: Option<Worker>, quiet: bool) {
     for name in &report.dropped {
         eprintln!("nemoconv: dropped {name:?}");
     }
+    for note in &report.summary.notes {
+        eprintln!("nemoconv: note: {note}");
+    }
     if let Some(w) = worker
         && !quiet
     {

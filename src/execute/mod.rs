@@ -3,8 +3,10 @@
 //! releases input pages once read, and commits the directory atomically. It knows no tensor
 //! names and no model rules.
 
+mod claim;
 mod jobs;
 pub mod kernels;
+mod owner;
 mod run;
 mod spread;
 mod staging;
@@ -52,6 +54,9 @@ pub struct Summary {
     pub shards: usize,
     /// Wall time of the execution, seconds.
     pub seconds: f64,
+    /// Things the user should know that did not stop the run (e.g. temporary directories of
+    /// other runs left alone).
+    pub notes: Vec<String>,
 }
 
 /// One output checkpoint of a run: a plan and the subdirectory of the output it goes to
@@ -149,6 +154,7 @@ pub fn execute(
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }
+    let notes = staging.notes().to_vec();
     match worker {
         None => staging.commit()?,
         Some(worker) => {
@@ -161,6 +167,7 @@ pub fn execute(
         bytes: total,
         shards: files.iter().filter(|f| f.mine).count(),
         seconds: started.elapsed().as_secs_f64(),
+        notes,
     })
 }
 

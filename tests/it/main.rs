@@ -6,6 +6,7 @@ mod bad_input;
 mod broken;
 mod builder;
 mod casts;
+mod claims;
 mod cli;
 mod cli_extras;
 mod ep;
