@@ -127,8 +127,7 @@ impl ModelConfig {
             path: path.to_path_buf(),
             reason,
         };
-        let json: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let json = crate::json::parse(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
         let raw: RawConfig = serde_json::from_value(json.clone())
             .map_err(|e| bad(format!("not a valid config: {e}")))?;
         let pattern = match (&raw.hybrid_override_pattern, &raw.layers_block_type) {

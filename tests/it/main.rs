@@ -15,6 +15,7 @@ mod faults;
 mod from_hf;
 mod golden;
 mod harness;
+mod hostile;
 mod inspect_verify;
 mod mutation;
 mod output;
