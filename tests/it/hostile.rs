@@ -64,3 +64,23 @@ fn python_non_finite_numbers_survive_a_config_rewrite() {
         );
     }
 }
+
+// ---- item 4: -j ----
+
+#[test]
+fn absurd_thread_counts_are_usage_errors() {
+    let case = Case::golden_hf();
+    for n in ["100000", "18446744073709551615", "1025"] {
+        let run = from_hf(&["-q", "-j", n], &case.input, &case.out);
+        run.code(2).stderr_has("-j");
+        assert!(!case.out.exists(), "-j {n} wrote an output");
+    }
+}
+
+#[test]
+fn thread_counts_above_four_per_core_are_capped_with_a_note() {
+    let case = Case::golden_hf();
+    let run = from_hf(&["-j", "1024"], &case.input, &case.out);
+    run.success().stderr_has("note: -j 1024 capped to");
+    assert_valid_output(&case.out);
+}
