@@ -39,7 +39,7 @@ pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<ExitCode> {
             )
         }
         Command::Finalize(args) => {
-            nemoconv::execute::finalize(&args.output)
+            nemoconv::execute::finalize(&args.output, cancel)
                 .with_context(|| format!("finalize {}", args.output.display()))?;
             Ok(ExitCode::SUCCESS)
         }

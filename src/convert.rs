@@ -117,6 +117,9 @@ pub fn convert(
     cancel: &AtomicBool,
 ) -> Result<Report> {
     let planned = plan(direction, inputs, options)?;
+    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(Error::Interrupted);
+    }
     let targets: Vec<Target> = planned
         .plans
         .iter()

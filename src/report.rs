@@ -62,8 +62,8 @@ pub fn finish(report: &Report, worker: Option<Worker>, quiet: bool) {
         let rate = s.bytes as f64 / s.seconds.max(1e-9) / 1e9;
         let shards = if s.shards == 1 { "shard" } else { "shards" };
         eprintln!(
-            "nemoconv: wrote {} tensors, {} bytes in {} {shards} in {:.2} s ({rate:.2} GB/s)",
-            s.tensors, s.bytes, s.shards, s.seconds
+            "nemoconv: wrote {} tensors, {} bytes in {} {shards} and copied {} bytes of other files in {:.2} s ({rate:.2} GB/s)",
+            s.tensors, s.bytes, s.shards, s.copied_bytes, s.seconds
         );
     }
 }
@@ -132,6 +132,7 @@ pub fn json_summary(command: &str, inputs: &[PathBuf], output: &Path, report: &R
         "tensors": s.tensors,
         "bytes": s.bytes,
         "shards": s.shards,
+        "copied_bytes": s.copied_bytes,
         "seconds": s.seconds,
         "dropped": report.dropped,
     }))

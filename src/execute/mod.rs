@@ -52,6 +52,8 @@ pub struct Summary {
     pub bytes: u64,
     /// Output shard files.
     pub shards: usize,
+    /// Bytes of the non-weight files copied beside the shards (config, tokenizer, ...).
+    pub copied_bytes: u64,
     /// Wall time of the execution, seconds.
     pub seconds: f64,
     /// Things the user should know that did not stop the run (e.g. temporary directories of
@@ -91,6 +93,15 @@ pub fn execute(
         None => Staging::new(output, &inputs, force)?,
         Some(_) => Staging::shared(output, &inputs)?,
     };
+    let copies_files = worker.is_none_or(|w| w.index == 0);
+    // Every file to copy is opened before the first byte is written (issue 11, item 8).
+    let copied_bytes = match copies_files {
+        true => targets
+            .iter()
+            .map(|t| writer::check_copies(&catalog.dir, &t.plan.copy_files, &[INDEX_FILE]))
+            .sum::<Result<u64>>()?,
+        false => 0,
+    };
     let files = shard_files(targets, staging.dir(), worker);
     let mut outs = Vec::with_capacity(files.len());
     for f in &files {
@@ -118,7 +129,7 @@ pub fn execute(
         .filter(|f| f.mine)
         .map(|f| f.shard.len_bytes - f.shard.header.len() as u64)
         .sum();
-    progress.start(total);
+    progress.start(total + copied_bytes);
     let result = batches.par_iter().with_max_len(1).try_for_each(|batch| {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
@@ -141,11 +152,19 @@ pub fn execute(
         }
     }
     std::mem::forget(guard);
-    if worker.is_none_or(|w| w.index == 0) {
+    if copies_files {
         for target in targets {
             let dir = staging.dir().join(target.subdir);
             writer::write_index(&dir, target.plan)?;
-            writer::copy_files(&catalog.dir, &dir, &target.plan.copy_files, &[INDEX_FILE])?;
+            let advance = |n| progress.advance(n);
+            writer::copy_files(
+                &catalog.dir,
+                &dir,
+                &target.plan.copy_files,
+                &[INDEX_FILE],
+                &advance,
+                cancel,
+            )?;
             for (rel, bytes) in &target.plan.written_files {
                 writer::write_synced(&dir.join(rel), bytes)?;
             }
@@ -166,6 +185,7 @@ pub fn execute(
         tensors: targets.iter().map(|t| t.plan.tensors.len()).sum(),
         bytes: total,
         shards: files.iter().filter(|f| f.mine).count(),
+        copied_bytes,
         seconds: started.elapsed().as_secs_f64(),
         notes,
     })

@@ -4,6 +4,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Target;
 use super::staging::Staging;
@@ -55,11 +56,15 @@ fn digest(targets: &[Target]) -> u64 {
 ///
 /// # Errors
 /// [`Error::Output`] when the work directory is missing, a worker has not finished, workers
-/// ran different plans, a shard is incomplete, or an output appeared meanwhile.
-pub fn finalize(output: &Path) -> Result<()> {
+/// ran different plans, a shard is incomplete, or an output appeared meanwhile;
+/// [`Error::Interrupted`] when `cancel` is set before the output is published.
+pub fn finalize(output: &Path, cancel: &AtomicBool) -> Result<()> {
     Staging::finalize(output, |dir| {
         let markers = check_markers(dir)?;
-        check_shards(dir)?;
+        check_shards(dir, cancel)?;
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
         for path in markers {
             std::fs::remove_file(&path).map_err(Error::io(&path, "remove worker marker"))?;
         }
@@ -115,9 +120,12 @@ fn check_markers(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
 }
 
 /// Every output checkpoint below `dir` opens, with every shard its index names complete.
-fn check_shards(dir: &Path) -> Result<()> {
+fn check_shards(dir: &Path, cancel: &AtomicBool) -> Result<()> {
     let mut dirs = vec![dir.to_path_buf()];
     while let Some(d) = dirs.pop() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
         for entry in std::fs::read_dir(&d)
             .map_err(Error::io(&d, "list directory"))?
             .flatten()
