@@ -252,7 +252,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         format!("{text:?} is not a size; use e.g. 5GB, 500MB, 2GiB or a number of bytes")
     })?;
     let bytes = value * factor as f64;
-    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+    if bytes >= u64::MAX as f64 {
+        return Err(format!(
+            "{text:?} is more than the 16 EiB a size can hold; use e.g. 5GB, 500MB or 2GiB"
+        ));
+    }
+    if !(bytes >= 1.0) {
         return Err(format!("{text:?} must be at least one byte"));
     }
     Ok(bytes as u64)
@@ -283,9 +288,9 @@ fn capped_threads(threads: Option<NonZeroUsize>, quiet: bool) -> Option<NonZeroU
     match threads {
         Some(n) if n > cap => {
             if !quiet {
-                eprintln!(
+                crate::report::say(&format!(
                     "nemoconv: note: -j {n} capped to {cap} ({THREADS_PER_CORE} per core, {cores} cores)"
-                );
+                ));
             }
             Some(cap)
         }
@@ -348,9 +353,9 @@ fn note_ignored_launcher(quiet: bool) {
             && m.trim() != "1"
             && !quiet
         {
-            eprintln!(
+            crate::report::say(&format!(
                 "nemoconv: note: {rank}={k} {size}={m} are set but this is a plain run writing all of OUT; add --worker auto to write only this worker's share"
-            );
+            ));
             return;
         }
     }

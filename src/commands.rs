@@ -44,13 +44,10 @@ pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions(args) => {
-            clap_complete::generate(
-                args.shell,
-                &mut Cli::command(),
-                "nemoconv",
-                &mut std::io::stdout(),
-            );
-            Ok(ExitCode::SUCCESS)
+            // Into memory first: clap_complete panics on a failed write (issue 11, item 10).
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "nemoconv", &mut script);
+            print_stdout(&script)
         }
         Command::Inspect(args) => {
             let found = nemoconv::inspect::inspect(&args.dir)

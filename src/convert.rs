@@ -89,6 +89,20 @@ pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Resu
             .collect::<Result<_>>()?,
         _ => vec![(PathBuf::new(), plan_with(options)?)],
     };
+    // Issue 11, item 6: a checkpoint without tensors is no checkpoint (inspect and verify
+    // refuse it), so none is written.
+    if plans.iter().any(|(_, p)| p.tensors.is_empty()) {
+        return Err(Error::Checkpoint {
+            path: inputs[0].clone(),
+            reason: match &options.exclude {
+                Some(re) => format!(
+                    "--exclude-regex {:?} leaves out every tensor, so the output would hold none; nothing was written",
+                    re.pattern()
+                ),
+                None => "the output would hold no tensor; nothing was written".to_string(),
+            },
+        });
+    }
     Ok(Planned { catalog, plans })
 }
 

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     match commands::run(cli, &cancel) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("nemoconv: error: {err:#}");
+            report::say(&format!("nemoconv: error: {err:#}"));
             match err.downcast_ref::<Error>() {
                 Some(Error::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
                 _ => ExitCode::from(failure),

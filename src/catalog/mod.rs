@@ -250,6 +250,20 @@ impl Catalog {
     }
 }
 
+/// What a directory entry is, for messages about entries that are not regular files.
+pub fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    let t = meta.file_type();
+    match () {
+        _ if t.is_dir() => "a directory",
+        _ if t.is_fifo() => "a FIFO (named pipe)",
+        _ if t.is_socket() => "a socket",
+        _ if t.is_block_device() || t.is_char_device() => "a device",
+        _ if t.is_symlink() => "a symbolic link",
+        _ => "a regular file",
+    }
+}
+
 fn is_weight_file(path: &Path) -> bool {
     path.parent().is_none_or(|p| p.as_os_str().is_empty())
         && path.extension().is_some_and(|e| e == "safetensors")
@@ -259,7 +273,8 @@ fn is_weight_file(path: &Path) -> bool {
 fn index_shards(dir: &Path, index: &ShardIndex, listing: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let files = index.shard_files();
     for file in &files {
-        if !dir.join(file).is_file() {
+        let meta = std::fs::metadata(dir.join(file));
+        if !meta.as_ref().is_ok_and(|m| m.is_file()) {
             let tensor = index
                 .weight_map
                 .iter()
@@ -269,7 +284,13 @@ fn index_shards(dir: &Path, index: &ShardIndex, listing: &[PathBuf]) -> Result<V
             return Err(Error::IndexMismatch {
                 path: index.path.clone(),
                 tensor,
-                reason: format!("it is mapped to {file}, which does not exist"),
+                reason: match meta {
+                    Ok(m) => format!(
+                        "it is mapped to {file:?}, which is {}, not a regular file",
+                        kind_of(&m)
+                    ),
+                    Err(_) => format!("it is mapped to {file:?}, which does not exist"),
+                },
             });
         }
     }

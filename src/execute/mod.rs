@@ -181,8 +181,17 @@ pub fn execute(
             staging.keep();
         }
     }
+    // Only the tensors of this process's shards (an idle worker wrote none).
+    let mut base = 0;
+    let mut tensors = 0;
+    for target in targets {
+        tensors += (target.plan.placements.iter())
+            .filter(|p| files[base + p.shard].mine)
+            .count();
+        base += target.plan.shards.len();
+    }
     Ok(Summary {
-        tensors: targets.iter().map(|t| t.plan.tensors.len()).sum(),
+        tensors,
         bytes: total,
         shards: files.iter().filter(|f| f.mine).count(),
         copied_bytes,

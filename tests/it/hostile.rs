@@ -206,3 +206,173 @@ fn copied_files_keep_their_modes() {
         assert_eq!(got, mode, "mode of the copied {name}: {got:o}");
     }
 }
+
+// ---- item 6: an output without tensors ----
+
+#[test]
+fn an_output_without_tensors_is_refused() {
+    let case = Case::golden_internal();
+    let run = to_hf(&["-q", "--exclude-regex", ".*"], &case.input, &case.out);
+    crate::broken::assert_refused_with(&run, 1, &case.out, &["leaves out every tensor", ".*"]);
+}
+
+// ---- item 7: --json with a path that is not UTF-8 ----
+
+#[test]
+fn json_summary_of_a_non_utf8_output_path_is_printed() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let case = Case::golden_hf();
+    let out = case
+        .tmp
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"out-\xff"));
+    let run = from_hf(&["-q", "--json"], &case.input, &out);
+    run.success();
+    let summary: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON summary");
+    assert_eq!(summary["tensors"], 43, "{summary}");
+    assert_valid_output(&out);
+}
+
+// ---- item 10: closed pipes ----
+
+/// Runs `nemoconv ARGS` with stdout (or stderr) a pipe whose reading end is already closed.
+fn into_closed_pipe(args: &[&std::ffi::OsStr], stderr: bool) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().expect("make a pipe");
+    drop(reader);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nemoconv"));
+    cmd.args(args);
+    if stderr {
+        cmd.stderr(writer).stdout(std::process::Stdio::piped());
+    } else {
+        cmd.stdout(writer).stderr(std::process::Stdio::piped());
+    }
+    cmd.output().expect("run nemoconv")
+}
+
+#[test]
+fn completions_into_a_closed_pipe_exit_0() {
+    let out = into_closed_pipe(&["completions".as_ref(), "bash".as_ref()], false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
+
+#[test]
+fn a_conversion_with_a_closed_stderr_succeeds() {
+    let case = Case::golden_hf();
+    let args = [
+        "from-hf".as_ref(),
+        case.input.as_os_str(),
+        case.out.as_os_str(),
+    ];
+    let out = into_closed_pipe(&args, true);
+    assert_eq!(out.status.code(), Some(0), "exit status {}", out.status);
+    assert_valid_output(&case.out);
+}
+
+// ---- item 12: control characters in messages ----
+
+#[test]
+fn control_characters_in_names_are_escaped_in_messages() {
+    let case = Case::golden_hf();
+    let evil = "x\u{1b}[2J\0y\nz.safetensors";
+    case.edit_weight_map(|map| {
+        map.insert("backbone.norm_f.weight".into(), evil.into());
+    });
+    let run = from_hf(&["-q"], &case.input, &case.out);
+    run.code(1).stderr_has("\\u{1b}[2J");
+    let missing = case.tmp.path().join("in\u{1b}]0;owned\u{7}\nput");
+    let run2 = nemoconv(&[
+        "from-hf".as_ref(),
+        missing.as_os_str(),
+        case.out.as_os_str(),
+    ]);
+    run2.code(1).stderr_has("\\u{1b}]0;owned\\u{7}\\nput");
+    for r in [&run, &run2] {
+        let body = r.stderr.trim_end_matches('\n');
+        if body.contains(['\u{1b}', '\0', '\u{7}', '\n']) {
+            r.fail("a control character reached the terminal raw");
+        }
+    }
+}
+
+// ---- item 13: messages that say what is wrong ----
+
+#[test]
+fn messages_name_the_real_problem() {
+    let case = Case::golden_hf();
+    let huge = from_hf(
+        &["--max-shard-size", "99999999999999999999999"],
+        &case.input,
+        &case.out,
+    );
+    huge.code(2).stderr_has("more than");
+    std::fs::write(case.file(CONFIG), "[1, 2]").unwrap();
+    from_hf(&["-q"], &case.input, &case.out)
+        .code(1)
+        .stderr_has("must be a JSON object")
+        .stderr_has("found an array");
+}
+
+#[test]
+fn a_fifo_shard_is_called_a_fifo() {
+    let case = Case::golden_hf();
+    let shard = case.file(crate::broken::SHARD_3);
+    std::fs::remove_file(&shard).unwrap();
+    let c = std::ffi::CString::new(shard.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path and a mode.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+    // Not through `from_hf`: hashing the input would block on the FIFO.
+    let args = [
+        "from-hf".as_ref(),
+        "-q".as_ref(),
+        case.input.as_os_str(),
+        case.out.as_os_str(),
+    ];
+    let run = nemoconv(&args);
+    run.code(1)
+        .stderr_has("FIFO")
+        .stderr_has(crate::broken::SHARD_3);
+}
+
+#[test]
+fn an_idle_worker_says_it_wrote_nothing() {
+    let case = Case::golden_hf();
+    // The golden output is one shard: worker 1 of 2 has none.
+    let run = from_hf(&["--worker", "1/2"], &case.input, &case.out);
+    run.success().stderr_has("wrote 0 tensors");
+}
+
+#[test]
+fn a_recorded_ep_size_is_not_called_an_option() {
+    let case = Case::golden_hf();
+    let slice = case.tmp.path().join("slice");
+    from_hf(
+        &["-q", "--ep-size", "2", "--ep-rank", "0"],
+        &case.input,
+        &slice,
+    )
+    .success();
+    for shard in crate::harness::shard_files(&slice) {
+        let path = slice.join(shard);
+        let (mut header, data) = crate::broken::read_raw(&path);
+        header["__metadata__"]["nemoconv.ep_size"] = "9".into();
+        crate::broken::write_raw(&path, &crate::broken::header_text(&header), &data);
+    }
+    let back = case.tmp.path().join("back");
+    let run = to_hf(&["-q"], &slice, &back);
+    run.code(1).stderr_has("recorded in its shards");
+    if run.stderr.contains("--ep-size") {
+        run.fail("the message names --ep-size, which was not given");
+    }
+}
+
+// ---- item 16: num_hidden_layers ----
+
+#[test]
+fn num_hidden_layers_disagreeing_with_the_pattern_is_refused() {
+    let case = Case::golden_hf();
+    case.edit_json(CONFIG, |c| c["num_hidden_layers"] = 99.into());
+    let run = from_hf(&["-q"], &case.input, &case.out);
+    crate::broken::assert_refused_with(&run, 1, &case.out, &["num_hidden_layers is 99", CONFIG]);
+}
