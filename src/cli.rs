@@ -257,7 +257,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             "{text:?} is more than the 16 EiB a size can hold; use e.g. 5GB, 500MB or 2GiB"
         ));
     }
-    if !(bytes >= 1.0) {
+    if bytes.is_nan() || bytes < 1.0 {
         return Err(format!("{text:?} must be at least one byte"));
     }
     Ok(bytes as u64)
