@@ -100,6 +100,9 @@ pub struct FinalizeArgs {
     /// The OUT given to the workers.
     #[arg(value_name = "OUT")]
     pub output: PathBuf,
+    /// Remove the workers' work directory (`.OUT.nemoconv-tmp-work`) instead, to start over.
+    #[arg(long)]
+    pub abandon: bool,
 }
 
 /// `nemoconv from-hf`.

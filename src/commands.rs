@@ -38,6 +38,12 @@ pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<ExitCode> {
                 cancel,
             )
         }
+        Command::Finalize(args) if args.abandon => {
+            let removed = nemoconv::execute::abandon(&args.output)
+                .with_context(|| format!("finalize --abandon {}", args.output.display()))?;
+            report::say(&format!("nemoconv: removed {}", removed.display()));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Finalize(args) => {
             nemoconv::execute::finalize(&args.output, cancel)
                 .with_context(|| format!("finalize {}", args.output.display()))?;

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-pub use spread::{Worker, finalize};
+pub use spread::{Worker, abandon, finalize};
 pub use staging::Staging;
 
 use crate::catalog::{Catalog, INDEX_FILE};

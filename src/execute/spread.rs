@@ -72,6 +72,15 @@ pub fn finalize(output: &Path, cancel: &AtomicBool) -> Result<()> {
     })
 }
 
+/// Removes the work directory of a spread run on `output`, so its workers can start over;
+/// gives its path.
+///
+/// # Errors
+/// [`Error::Output`] when there is none.
+pub fn abandon(output: &Path) -> Result<std::path::PathBuf> {
+    Staging::abandon(output)
+}
+
 /// Every worker 0..M left a marker, all with one M and one digest; gives the markers' paths.
 fn check_markers(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     let mut markers = Vec::new();
@@ -104,7 +113,11 @@ fn check_markers(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
         .iter()
         .any(|(_, m, d)| *m != Some(count) || *d != digest)
     {
-        return refuse("workers ran with different options or worker counts; rerun them all with the same command".to_string());
+        return refuse(format!(
+            "workers ran with different options or worker counts; to start over run `nemoconv finalize --abandon {}` (it removes {}), then rerun every worker with one command",
+            output_of(dir).display(),
+            dir.display()
+        ));
     }
     let missing: Vec<usize> = (0..count)
         .filter(|k| !markers.iter().any(|(i, _, _)| *i == Some(*k)))
@@ -117,6 +130,19 @@ fn check_markers(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     Ok((0..count)
         .map(|k| dir.join(format!("{MARKER_PREFIX}{k}-of-{count}")))
         .collect())
+}
+
+/// The OUT whose work directory is `dir` (`.OUT.nemoconv-tmp-work` beside it).
+fn output_of(dir: &Path) -> std::path::PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let out = name
+        .strip_prefix('.')
+        .and_then(|n| n.strip_suffix(".nemoconv-tmp-work"))
+        .unwrap_or(&name);
+    dir.with_file_name(out)
 }
 
 /// Every output checkpoint below `dir` opens, with every shard its index names complete.

@@ -110,6 +110,22 @@ impl Staging {
         sync_dir(&parent_of(target))
     }
 
+    /// Removes a spread run's work directory, to start over (`finalize --abandon`).
+    ///
+    /// # Errors
+    /// [`Error::Output`] when there is none, [`Error::Io`] when it cannot be removed.
+    pub fn abandon(target: &Path) -> Result<PathBuf> {
+        let tmp = work_dir(target)?;
+        if !tmp.is_dir() {
+            return Err(Error::Output {
+                path: target.to_path_buf(),
+                reason: format!("no work directory {} to abandon", tmp.display()),
+            });
+        }
+        fs::remove_dir_all(&tmp).map_err(Error::io(&tmp, "remove work directory"))?;
+        Ok(tmp)
+    }
+
     /// Leaves a shared work directory for the other workers and `finalize`.
     pub fn keep(mut self) {
         self.committed = true;

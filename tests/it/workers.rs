@@ -469,3 +469,41 @@ fn finalize_refuses_shards_written_under_different_options() {
         "finalize joined shards of two different plans"
     );
 }
+
+/// Issue 11, item 9: after workers ran with mismatched counts, finalize says how to start over,
+/// and `finalize --abandon` does it.
+#[test]
+fn finalize_after_mismatched_counts_says_how_to_start_over() {
+    let tmp = tempdir();
+    let input = hf_input(tmp.path());
+    let out = tmp.path().join("out");
+    let options = ["-q", "--max-shard-size", SHARD_CAP];
+    let job = Job {
+        subcommand: "from-hf",
+        options: &options,
+        input: &input,
+    };
+    wait(spawn(&job.args(&["--worker=0/2".to_string()], &out), &[])).success();
+    wait(spawn(&job.args(&["--worker=1/3".to_string()], &out), &[])).success();
+    let run = finalize(&out);
+    run.code(1)
+        .stderr_has("nemoconv finalize --abandon")
+        .stderr_has(&work_dir(&out).display().to_string());
+    nemoconv(&[
+        OsString::from("finalize"),
+        "--abandon".into(),
+        out.clone().into(),
+    ])
+    .success();
+    assert!(
+        !work_dir(&out).exists(),
+        "--abandon left the work directory"
+    );
+    for k in 0..2 {
+        wait(spawn(&job.args(&[format!("--worker={k}/2")], &out), &[])).success();
+    }
+    finalize(&out).success();
+    let single = tmp.path().join("single");
+    job.single(&single);
+    assert_same_files(&out, &single);
+}
