@@ -148,7 +148,7 @@ pub fn convert(
         action: "start worker threads",
         source: std::io::Error::other(e),
     })?;
-    let summary = pool.install(|| {
+    let mut summary = pool.install(|| {
         execute::execute(
             &targets,
             &planned.catalog,
@@ -159,6 +159,11 @@ pub fn convert(
             cancel,
         )
     })?;
+    summary.notes.extend(planned.catalog.skipped_files.iter().map(|f| {
+        format!(
+            "did not copy {f:?}: PyTorch weight files are not converted, the output holds the weights as safetensors"
+        )
+    }));
     let dropped = planned
         .plans
         .into_iter()

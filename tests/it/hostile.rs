@@ -376,3 +376,69 @@ fn num_hidden_layers_disagreeing_with_the_pattern_is_refused() {
     let run = from_hf(&["-q"], &case.input, &case.out);
     crate::broken::assert_refused_with(&run, 1, &case.out, &["num_hidden_layers is 99", CONFIG]);
 }
+
+// ---- item 14: what is copied beside the shards ----
+
+#[test]
+fn hidden_entries_and_torch_weights_are_not_copied() {
+    let case = Case::golden_hf();
+    for (rel, bytes) in [
+        (".git/objects/pack", "lfs copy of every weight"),
+        (".cache/huggingface/download", "x"),
+        (".hidden.json", "{}"),
+        ("pytorch_model.bin", "torch weights"),
+        ("tokenizer/tokenizer.json", "{}"),
+    ] {
+        let path = case.file(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    let run = from_hf(&["-q"], &case.input, &case.out);
+    run.success()
+        .stderr_has("did not copy \"pytorch_model.bin\"");
+    let copied: Vec<String> = crate::harness::files_below(&case.out)
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| !p.ends_with(".safetensors") && p != crate::broken::INDEX)
+        .collect();
+    assert_eq!(copied, [CONFIG, "tokenizer/tokenizer.json"], "files copied");
+}
+
+/// Runs from-hf without hashing the input (links and FIFOs would trip the hash) and checks a
+/// refusal naming `culprit` and saying `why`.
+fn refused_listing(case: &Case, culprit: &str, why: &str) {
+    let args = [
+        "from-hf".as_ref(),
+        "-q".as_ref(),
+        case.input.as_os_str(),
+        case.out.as_os_str(),
+    ];
+    let run = nemoconv(&args);
+    crate::broken::assert_refused_with(&run, 1, &case.out, &[culprit, why]);
+}
+
+#[test]
+fn directory_links_outside_the_checkpoint_loops_and_dangling_links_are_refused() {
+    let outside = Case::golden_hf();
+    std::os::unix::fs::symlink("/", outside.file("root")).unwrap();
+    refused_listing(&outside, "root", "outside the checkpoint");
+
+    let looped = Case::golden_hf();
+    std::fs::create_dir(looped.file("tok")).unwrap();
+    std::os::unix::fs::symlink("..", looped.file("tok/up")).unwrap();
+    refused_listing(&looped, "tok/up", "loop");
+
+    let dangling = Case::golden_hf();
+    std::os::unix::fs::symlink("nowhere.json", dangling.file("extra.json")).unwrap();
+    refused_listing(&dangling, "extra.json", "dangling symbolic link");
+}
+
+#[test]
+fn fifos_beside_the_shards_are_refused_by_name() {
+    let case = Case::golden_hf();
+    let fifo = case.file("pipe.json");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path and a mode.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+    refused_listing(&case, "pipe.json", "FIFO");
+}
