@@ -103,15 +103,12 @@ pub fn execute(
         false => 0,
     };
     let files = shard_files(targets, staging.dir(), worker);
-    let mut outs = Vec::with_capacity(files.len());
-    for f in &files {
-        if f.mine {
-            outs.push(Some(writer::create_shard(&f.partial, f.shard)?));
-        } else {
-            outs.push(None);
-        }
-    }
     let guard = PartialFiles(&files);
+    // Every shard is made (and its space reserved) before the first byte, then closed: a
+    // batch opens its one file, so descriptors stay bounded by the threads (issue 11, item 8).
+    for f in files.iter().filter(|f| f.mine) {
+        drop(writer::create_shard(&f.partial, f.shard)?);
+    }
     let bases = targets.iter().scan(0, |next, t| {
         let base = *next;
         *next += t.plan.shards.len();
@@ -135,21 +132,18 @@ pub fn execute(
             return Err(Error::Interrupted);
         }
         let file = batch[0].file;
-        let out = outs[file]
-            .as_ref()
-            .expect("jobs are filtered to this worker's files");
-        let written = run::run_batch(batch, catalog, out, &files[file].partial)?;
+        let out = writer::open_shard(&files[file].partial)?;
+        let written = run::run_batch(batch, catalog, &out, &files[file].partial)?;
         progress.advance(written);
         Ok(())
     });
     progress.finish();
     result?;
-    for (f, out) in files.iter().zip(&outs) {
-        if let Some(out) = out {
-            out.sync_all().map_err(Error::io(&f.partial, "sync"))?;
-            std::fs::rename(&f.partial, &f.path)
-                .map_err(Error::io(&f.path, "rename finished shard"))?;
-        }
+    for f in files.iter().filter(|f| f.mine) {
+        let out = writer::open_shard(&f.partial)?;
+        out.sync_all().map_err(Error::io(&f.partial, "sync"))?;
+        std::fs::rename(&f.partial, &f.path)
+            .map_err(Error::io(&f.path, "rename finished shard"))?;
     }
     std::mem::forget(guard);
     if copies_files {

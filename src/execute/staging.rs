@@ -3,6 +3,7 @@
 //! or interrupted run removes its temporary directory and leaves any old output untouched.
 
 use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use super::claim::{self, Found, Lock};
@@ -243,6 +244,22 @@ fn check_target(target: &Path, inputs: &[&Path], force: bool) -> Result<()> {
                 "the input checkpoint is inside the output directory; choose another output",
             );
         }
+    }
+    if matches!(
+        target.components().next_back(),
+        None | Some(std::path::Component::CurDir | std::path::Component::ParentDir)
+    ) {
+        return refuse(
+            "is . or ..; the output is a new directory renamed into place, name one (e.g. ./out)",
+        );
+    }
+    if let (Ok(out), Ok(up)) = (fs::metadata(target), fs::metadata(target.join("..")))
+        && out.is_dir()
+        && (out.dev() != up.dev() || out.ino() == up.ino())
+    {
+        return refuse(
+            "is a mount point; the output is renamed into place, which a mount point cannot be; name a new directory inside it",
+        );
     }
     match fs::symlink_metadata(target) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -33,6 +33,18 @@ pub fn create_shard(path: &Path, shard: &OutputShard) -> Result<File> {
     Ok(file)
 }
 
+/// Opens a shard made by [`create_shard`] for more writes.
+///
+/// # Errors
+/// [`Error::Io`] naming the shard.
+pub fn open_shard(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(Error::io(path, "open"))
+}
+
 /// Allocates `len` bytes for `file`, falling back to a sparse size where the file system
 /// cannot allocate.
 fn reserve(file: &File, len: u64) -> std::io::Result<()> {

@@ -14,13 +14,13 @@ use crate::broken::{Case, assert_no_panic, assert_no_temporaries, header_text};
 use crate::harness::{Run, assert_valid_output, dir_entries, files_below, from_hf, tempdir};
 
 /// A tmpfs mounted on a directory for the life of the guard.
-struct Tmpfs {
+pub struct Tmpfs {
     dir: PathBuf,
 }
 
 impl Tmpfs {
     /// Mounts a tmpfs of `size` (e.g. `16k`) on `dir`; a failure fails the test, never skips it.
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(dir).expect("create the mount point");
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])

@@ -442,3 +442,111 @@ fn fifos_beside_the_shards_are_refused_by_name() {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
     refused_listing(&case, "pipe.json", "FIFO");
 }
+
+// ---- item 8: failures found before the first byte; bounded descriptors ----
+
+#[test]
+fn a_mount_point_or_dot_as_out_is_refused_at_the_start() {
+    let case = Case::golden_hf();
+    let mnt = case.tmp.path().join("mnt");
+    let disk = crate::faults::Tmpfs::mount(&mnt, "1m");
+    let run = from_hf(&["-q"], &case.input, &mnt);
+    run.code(1).stderr_has("mount point");
+    assert!(
+        crate::harness::dir_entries(&mnt).is_empty(),
+        "written into the mount point"
+    );
+    crate::broken::assert_no_temporaries(&run, case.tmp.path());
+    drop(disk);
+
+    let empty = case.tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nemoconv"))
+        .args(["from-hf", "-q"])
+        .args([case.input.as_os_str(), std::ffi::OsStr::new(".")])
+        .current_dir(&empty)
+        .output()
+        .expect("run nemoconv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("is . or .."), "stderr: {stderr}");
+    assert!(
+        crate::harness::dir_entries(&empty).is_empty(),
+        "written into ."
+    );
+    crate::broken::assert_no_temporaries(
+        &crate::harness::nemoconv(&["--version"]),
+        case.tmp.path(),
+    );
+}
+
+#[test]
+fn many_output_shards_need_few_descriptors() {
+    use std::os::unix::process::CommandExt as _;
+    let case = Case::golden_hf();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nemoconv"));
+    cmd.args(["from-hf", "-q", "-j", "2", "--max-shard-size", "1"])
+        .args([case.input.as_os_str(), case.out.as_os_str()]);
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 30,
+                rlim_max: 30,
+            };
+            match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let out = cmd.output().expect("run nemoconv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "with 30 descriptors: {stderr}");
+    assert_eq!(
+        crate::harness::shard_files(&case.out).len(),
+        43,
+        "one shard per tensor"
+    );
+    assert_valid_output(&case.out);
+}
+
+#[test]
+fn an_unreadable_extra_file_is_refused_before_any_shard() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let case = Case::golden_hf();
+    let perm = |p: &Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    perm(case.tmp.path(), 0o777);
+    perm(&case.input, 0o755);
+    for f in crate::harness::files_below(&case.input) {
+        perm(&case.input.join(f), 0o644);
+    }
+    let secret = case.file("secret.json");
+    std::fs::write(&secret, "{}").unwrap();
+    perm(&secret, 0o600);
+    // As nobody, who cannot read secret.json (root can read anything).
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_nemoconv"),
+        ])
+        .args(["from-hf", "-q"])
+        .args([case.input.as_os_str(), case.out.as_os_str()])
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("secret.json") && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+    assert!(!case.out.exists(), "an output appeared");
+    crate::broken::assert_no_temporaries(
+        &crate::harness::nemoconv(&["--version"]),
+        case.tmp.path(),
+    );
+}
