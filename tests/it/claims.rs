@@ -144,3 +144,33 @@ fn a_lock_of_another_host_is_never_broken() {
     assert!(lock.is_file(), "the other host's lock was removed");
     assert!(!case.out.exists(), "an output appeared beside a held lock");
 }
+
+/// Issue 11, item 16: a source shard cut short during the run fails it with exit 1 naming the
+/// shard, never a SIGBUS. Ignored until reads cannot fault: the executor still reads inputs
+/// through mmap, and a truncated mapping raises SIGBUS; the pread-based reader being written
+/// in parallel turns this into a short read.
+#[test]
+#[ignore = "needs the pread-based input reader (mmap faults raise SIGBUS on a truncated shard)"]
+fn a_shard_truncated_during_the_run_fails_naming_it() {
+    let big = big();
+    let child = paused(&big, false);
+    let shard = big.input.join("model.safetensors");
+    let len = std::fs::metadata(&shard).expect("stat the shard").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&shard)
+        .and_then(|f| f.set_len(len / 2))
+        .expect("truncate the shard");
+    kill(&child, libc::SIGCONT);
+    let run = finish(
+        child,
+        "nemoconv from-hf -q -j 1 IN OUT (shard truncated during the run)",
+    );
+    run.code(1).stderr_has(&shard.display().to_string());
+    assert_no_panic(&run);
+    assert!(
+        !big.out.exists(),
+        "an output appeared from a truncated input"
+    );
+    assert_no_temporaries(&run, big.tmp.path());
+}
