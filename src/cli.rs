@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nemoconv::Options;
 use nemoconv::dtype::Dtype;
-use nemoconv::options::{EpSlice, ExcludeRegex, HfPrefix, Worker, anchored_regex};
+use nemoconv::options::{EpSlice, ExcludeRegex, HfPrefix, anchored_regex};
 use nemoconv::verify::{Allow, VerifyOptions};
 
 /// Convert NemotronV3 checkpoints between the HuggingFace and NeMo Automodel layouts.
@@ -66,7 +66,7 @@ pub struct CommonArgs {
     pub max_shard_size: u64,
     /// Worker threads [default: all cores]; at most 1024, and above 4x the cores capped to
     /// that with a note.
-    #[arg(short = 'j', long = "threads", value_name = "N", value_parser = parse_threads)]
+    #[arg(short = 'j', long = "threads", value_name = "N", value_parser = crate::launch::parse_threads)]
     pub threads: Option<NonZeroUsize>,
     /// Replace OUT if it exists (only once the new output is complete).
     #[arg(long)]
@@ -83,8 +83,8 @@ pub struct CommonArgs {
     /// Write only worker K's share of the output shards, of M workers (e.g. 0/4); then run
     /// `nemoconv finalize OUT`. `auto`: K/M from RANK/WORLD_SIZE (torchrun) or
     /// SLURM_PROCID/SLURM_NTASKS (Slurm). Without --worker a run is never a worker run.
-    #[arg(long, value_name = "K/M|auto", value_parser = parse_worker_arg)]
-    pub worker: Option<WorkerArg>,
+    #[arg(long, value_name = "K/M|auto", value_parser = crate::launch::parse_worker_arg)]
+    pub worker: Option<crate::launch::WorkerArg>,
 }
 
 /// `nemoconv completions`.
@@ -266,114 +266,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// The most `-j` accepts: beyond it a typo, not a wish (issue 11, item 4).
-const MAX_THREADS: usize = 1024;
-/// `-j` above this many threads per core is capped: more only adds contention.
-const THREADS_PER_CORE: usize = 4;
-
-fn parse_threads(text: &str) -> Result<NonZeroUsize, String> {
-    let n: NonZeroUsize = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of threads (1 to {MAX_THREADS})"))?;
-    if n.get() > MAX_THREADS {
-        return Err(format!(
-            "{n} threads is more than the {MAX_THREADS} nemoconv allows; leave -j out to use every core"
-        ));
-    }
-    Ok(n)
-}
-
-/// `-j N` capped to [`THREADS_PER_CORE`] times the cores, with a note on stderr.
-fn capped_threads(threads: Option<NonZeroUsize>, quiet: bool) -> Option<NonZeroUsize> {
-    let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
-    let cap = NonZeroUsize::new(cores * THREADS_PER_CORE).expect("cores >= 1");
-    match threads {
-        Some(n) if n > cap => {
-            if !quiet {
-                crate::report::say(&format!(
-                    "nemoconv: note: -j {n} capped to {cap} ({THREADS_PER_CORE} per core, {cores} cores)"
-                ));
-            }
-            Some(cap)
-        }
-        other => other,
-    }
-}
-
-/// `--worker` values: a share, or `auto` for the launcher's variables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerArg {
-    /// `K/M`.
-    Share(Worker),
-    /// `auto`: RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS.
-    Auto,
-}
-
-fn parse_worker_arg(text: &str) -> Result<WorkerArg, String> {
-    match text {
-        "auto" => Ok(WorkerArg::Auto),
-        _ => parse_worker(text).map(WorkerArg::Share),
-    }
-}
-
-fn parse_worker(text: &str) -> Result<Worker, String> {
-    let usage = || format!("{text:?} is not K/M; write e.g. 0/4 for the first of four workers");
-    let (k, m) = text.split_once('/').ok_or_else(usage)?;
-    let (index, count) = (
-        k.trim().parse::<usize>().map_err(|_| usage())?,
-        m.trim().parse::<usize>().map_err(|_| usage())?,
-    );
-    if count == 0 || index >= count {
-        return Err(format!("worker {index}/{count}: K must be below M"));
-    }
-    Ok(Worker { index, count })
-}
-
-/// The launcher variables that `--worker auto` reads: torchrun's, then Slurm's.
-const LAUNCHER_VARS: [(&str, &str); 2] = [("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")];
-
-/// The worker share from the launcher's variables (`--worker auto`); None for a world of one.
-fn worker_from_env() -> Result<Option<Worker>, clap::Error> {
-    for (rank, size) in LAUNCHER_VARS {
-        if let (Ok(k), Ok(m)) = (std::env::var(rank), std::env::var(size)) {
-            let worker = parse_worker(&format!("{k}/{m}"))
-                .map_err(|e| usage_error(format!("environment {rank}/{size}: {e}")))?;
-            return Ok((worker.count > 1).then_some(worker));
-        }
-    }
-    Err(usage_error(
-        "--worker auto: none of RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS is set; give --worker K/M"
-            .to_string(),
-    ))
-}
-
-/// A plain run ignores the launcher's variables (issue 11, item 15), and says so when they
-/// would have split it.
-fn note_ignored_launcher(quiet: bool) {
-    for (rank, size) in LAUNCHER_VARS {
-        if let (Ok(k), Ok(m)) = (std::env::var(rank), std::env::var(size))
-            && m.trim() != "1"
-            && !quiet
-        {
-            crate::report::say(&format!(
-                "nemoconv: note: {rank}={k} {size}={m} are set but this is a plain run writing all of OUT; add --worker auto to write only this worker's share"
-            ));
-            return;
-        }
-    }
-}
-
 impl CommonArgs {
     fn apply(&self, options: &mut Options) -> Result<(), clap::Error> {
         options.max_shard_bytes = self.max_shard_size;
-        options.threads = capped_threads(self.threads, self.quiet);
+        options.threads = crate::launch::capped_threads(self.threads, self.quiet);
         options.force = self.force;
         options.worker = match self.worker {
-            Some(WorkerArg::Share(w)) => Some(w),
-            Some(WorkerArg::Auto) => worker_from_env()?,
+            Some(crate::launch::WorkerArg::Share(w)) => Some(w),
+            Some(crate::launch::WorkerArg::Auto) => crate::launch::worker_from_env()?,
             None => {
-                note_ignored_launcher(self.quiet);
+                crate::launch::note_ignored_launcher(self.quiet);
                 None
             }
         };
@@ -388,7 +290,7 @@ impl CommonArgs {
 }
 
 /// A usage error (exit code 2) in clap's format, for checks across several options.
-fn usage_error(message: String) -> clap::Error {
+pub fn usage_error(message: String) -> clap::Error {
     use clap::CommandFactory;
     Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message)
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod launch;
 mod report;
 
 use std::process::ExitCode;
