@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nemoconv::Options;
 use nemoconv::dtype::Dtype;
-use nemoconv::options::{EpSlice, ExcludeRegex, HfPrefix, Worker, anchored_regex};
+use nemoconv::options::{EpSlice, ExcludeRegex, HfPrefix, anchored_regex};
 use nemoconv::verify::{Allow, VerifyOptions};
 
 /// Convert NemotronV3 checkpoints between the HuggingFace and NeMo Automodel layouts.
@@ -37,7 +37,7 @@ pub enum Command {
     Man,
     /// Make a spread run's output visible once every worker has finished.
     #[command(
-        after_help = "Example:\n  srun nemoconv from-hf ckpt/ out/   # each task writes its share (SLURM_PROCID/SLURM_NTASKS)\n  nemoconv finalize out/"
+        after_help = "Example:\n  srun nemoconv from-hf --worker auto ckpt/ out/   # each task writes its share (SLURM_PROCID/SLURM_NTASKS)\n  nemoconv finalize out/"
     )]
     Finalize(FinalizeArgs),
     /// NeMo Automodel training checkpoint (rank shard files + .hf_metadata/) → HF checkpoint,
@@ -78,8 +78,9 @@ pub struct CommonArgs {
 /// Options of every command that writes a checkpoint.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Worker threads [default: all cores].
-    #[arg(short = 'j', long = "threads", value_name = "N")]
+    /// Worker threads [default: all cores]; at most 1024, and above 4x the cores capped to
+    /// that with a note.
+    #[arg(short = 'j', long = "threads", value_name = "N", value_parser = crate::launch::parse_threads)]
     pub threads: Option<NonZeroUsize>,
     /// Replace OUT if it exists (only once the new output is complete).
     #[arg(long)]
@@ -94,9 +95,10 @@ pub struct RunArgs {
     #[arg(short, long)]
     pub quiet: bool,
     /// Write only worker K's share of the output shards, of M workers (e.g. 0/4); then run
-    /// `nemoconv finalize OUT`. Default: RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS when set.
-    #[arg(long, value_name = "K/M", value_parser = parse_worker)]
-    pub worker: Option<Worker>,
+    /// `nemoconv finalize OUT`. `auto`: K/M from RANK/WORLD_SIZE (torchrun) or
+    /// SLURM_PROCID/SLURM_NTASKS (Slurm). Without --worker a run is never a worker run.
+    #[arg(long, value_name = "K/M|auto", value_parser = crate::launch::parse_worker_arg)]
+    pub worker: Option<crate::launch::WorkerArg>,
 }
 
 /// `nemoconv completions`.
@@ -112,6 +114,9 @@ pub struct FinalizeArgs {
     /// The OUT given to the workers.
     #[arg(value_name = "OUT")]
     pub output: PathBuf,
+    /// Remove the workers' work directory (`.OUT.nemoconv-tmp-work`) instead, to start over.
+    #[arg(long)]
+    pub abandon: bool,
 }
 
 /// `nemoconv from-hf`.
@@ -298,35 +303,15 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         format!("{text:?} is not a size; use e.g. 5GB, 500MB, 2GiB or a number of bytes")
     })?;
     let bytes = value * factor as f64;
-    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+    if bytes >= u64::MAX as f64 {
+        return Err(format!(
+            "{text:?} is more than the 16 EiB a size can hold; use e.g. 5GB, 500MB or 2GiB"
+        ));
+    }
+    if bytes.is_nan() || bytes < 1.0 {
         return Err(format!("{text:?} must be at least one byte"));
     }
     Ok(bytes as u64)
-}
-
-fn parse_worker(text: &str) -> Result<Worker, String> {
-    let usage = || format!("{text:?} is not K/M; write e.g. 0/4 for the first of four workers");
-    let (k, m) = text.split_once('/').ok_or_else(usage)?;
-    let (index, count) = (
-        k.trim().parse::<usize>().map_err(|_| usage())?,
-        m.trim().parse::<usize>().map_err(|_| usage())?,
-    );
-    if count == 0 || index >= count {
-        return Err(format!("worker {index}/{count}: K must be below M"));
-    }
-    Ok(Worker { index, count })
-}
-
-/// The worker share from the launcher's variables: torchrun's, else Slurm's; None alone.
-fn worker_from_env() -> Result<Option<Worker>, clap::Error> {
-    for (rank, size) in [("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")] {
-        if let (Ok(k), Ok(m)) = (std::env::var(rank), std::env::var(size)) {
-            let worker = parse_worker(&format!("{k}/{m}"))
-                .map_err(|e| usage_error(format!("environment {rank}/{size}: {e}")))?;
-            return Ok((worker.count > 1).then_some(worker));
-        }
-    }
-    Ok(None)
 }
 
 impl CommonArgs {
@@ -338,11 +323,15 @@ impl CommonArgs {
 
 impl RunArgs {
     fn apply(&self, options: &mut Options) -> Result<(), clap::Error> {
-        options.threads = self.threads;
+        options.threads = crate::launch::capped_threads(self.threads, self.quiet);
         options.force = self.force;
         options.worker = match self.worker {
-            Some(w) => Some(w),
-            None => worker_from_env()?,
+            Some(crate::launch::WorkerArg::Share(w)) => Some(w),
+            Some(crate::launch::WorkerArg::Auto) => crate::launch::worker_from_env()?,
+            None => {
+                crate::launch::note_ignored_launcher(self.quiet);
+                None
+            }
         };
         if options.worker.is_some() && self.force {
             return Err(usage_error(
@@ -355,7 +344,7 @@ impl RunArgs {
 }
 
 /// A usage error (exit code 2) in clap's format, for checks across several options.
-fn usage_error(message: String) -> clap::Error {
+pub fn usage_error(message: String) -> clap::Error {
     use clap::CommandFactory;
     Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message)
 }

@@ -38,23 +38,26 @@ pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<ExitCode> {
                 cancel,
             )
         }
+        Command::Finalize(args) if args.abandon => {
+            let removed = nemoconv::execute::abandon(&args.output)
+                .with_context(|| format!("finalize --abandon {}", args.output.display()))?;
+            report::say(&format!("nemoconv: removed {}", removed.display()));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Consolidate(args) => {
             let options = crate::cli::consolidate_options(&args).unwrap_or_else(|e| e.exit());
             consolidate(&args, &options, cancel)
         }
         Command::Finalize(args) => {
-            nemoconv::execute::finalize(&args.output)
+            nemoconv::execute::finalize(&args.output, cancel)
                 .with_context(|| format!("finalize {}", args.output.display()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions(args) => {
-            clap_complete::generate(
-                args.shell,
-                &mut Cli::command(),
-                "nemoconv",
-                &mut std::io::stdout(),
-            );
-            Ok(ExitCode::SUCCESS)
+            // Into memory first: clap_complete panics on a failed write (issue 11, item 10).
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "nemoconv", &mut script);
+            print_stdout(&script)
         }
         Command::Inspect(args) => {
             let found = nemoconv::inspect::inspect(&args.dir)

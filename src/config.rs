@@ -95,6 +95,7 @@ struct RawConfig {
     layers_block_type: Option<Vec<String>>,
     n_routed_experts: Option<u64>,
     moe_intermediate_size: Option<u64>,
+    num_hidden_layers: Option<u64>,
     #[serde(default)]
     mlp_bias: Option<bool>,
     torch_dtype: Option<serde_json::Value>,
@@ -127,8 +128,13 @@ impl ModelConfig {
             path: path.to_path_buf(),
             reason,
         };
-        let json: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let json = crate::json::parse(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        if !json.is_object() {
+            return Err(bad(format!(
+                "must be a JSON object of model settings, found {}",
+                json_kind(&json)
+            )));
+        }
         let raw: RawConfig = serde_json::from_value(json.clone())
             .map_err(|e| bad(format!("not a valid config: {e}")))?;
         let pattern = match (&raw.hybrid_override_pattern, &raw.layers_block_type) {
@@ -136,6 +142,16 @@ impl ModelConfig {
             (None, Some(types)) => parse_block_types(types).map_err(bad)?,
             (None, None) => Vec::new(),
         };
+        // Issue 11, item 16: a layer count that disagrees with the pattern is a broken config.
+        if let Some(n) = raw.num_hidden_layers
+            && !pattern.is_empty()
+            && n != pattern.len() as u64
+        {
+            return Err(bad(format!(
+                "num_hidden_layers is {n} but the layer pattern has {} layers; fix config.json so they agree",
+                pattern.len()
+            )));
+        }
         let dtype_value = raw.torch_dtype.or(raw.dtype).filter(|v| !v.is_null());
         let torch_dtype = match dtype_value {
             None => None,
@@ -179,6 +195,18 @@ impl ModelConfig {
     }
 }
 
+/// What kind of JSON value this is, for messages.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 fn parse_pattern(letters: &str) -> std::result::Result<Vec<LayerKind>, String> {
     letters
         .chars()
@@ -213,7 +241,7 @@ mod tests {
 
     #[test]
     fn hybrid_pattern_gives_one_kind_per_letter() {
-        let c = parse(r#"{"hybrid_override_pattern": "ME*-", "num_hidden_layers": 99}"#).unwrap();
+        let c = parse(r#"{"hybrid_override_pattern": "ME*-", "num_hidden_layers": 4}"#).unwrap();
         use LayerKind::*;
         assert_eq!(c.pattern, vec![Mamba, Moe, Attention, Mlp]);
         assert_eq!(c.n_layers(), 4);
@@ -248,6 +276,22 @@ mod tests {
             Some(Dtype::F32)
         );
         assert_eq!(parse(r#"{}"#).unwrap().torch_dtype, None);
+    }
+
+    #[test]
+    fn num_hidden_layers_must_match_the_pattern() {
+        let err = parse(r#"{"hybrid_override_pattern": "ME*-", "num_hidden_layers": 99}"#);
+        assert!(
+            matches!(err, Err(Error::BadConfig { reason, .. }) if reason.contains("num_hidden_layers is 99"))
+        );
+    }
+
+    #[test]
+    fn a_config_that_is_not_an_object_is_refused_as_such() {
+        let err = parse("[1, 2]");
+        assert!(
+            matches!(err, Err(Error::BadConfig { reason, .. }) if reason.contains("found an array"))
+        );
     }
 
     #[test]

@@ -121,6 +121,20 @@ pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Resu
             .collect::<Result<_>>()?,
         _ => vec![(PathBuf::new(), plan_with(options)?)],
     };
+    // Issue 11, item 6: a checkpoint without tensors is no checkpoint (inspect and verify
+    // refuse it), so none is written.
+    if plans.iter().any(|(_, p)| p.tensors.is_empty()) {
+        return Err(Error::Checkpoint {
+            path: inputs[0].clone(),
+            reason: match &options.exclude {
+                Some(re) => format!(
+                    "--exclude-regex {:?} leaves out every tensor, so the output would hold none; nothing was written",
+                    re.pattern()
+                ),
+                None => "the output would hold no tensor; nothing was written".to_string(),
+            },
+        });
+    }
     Ok(Planned { catalog, plans })
 }
 
@@ -170,6 +184,9 @@ pub(crate) fn execute_planned(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Summary> {
+    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(Error::Interrupted);
+    }
     let targets: Vec<Target> = planned
         .plans
         .iter()
@@ -184,7 +201,7 @@ pub(crate) fn execute_planned(
         action: "start worker threads",
         source: std::io::Error::other(e),
     })?;
-    pool.install(|| {
+    let mut summary = pool.install(|| {
         execute::execute(
             &targets,
             &planned.catalog,
@@ -194,7 +211,13 @@ pub(crate) fn execute_planned(
             progress,
             cancel,
         )
-    })
+    })?;
+    summary.notes.extend(planned.catalog.skipped_files.iter().map(|f| {
+        format!(
+            "did not copy {f:?}: PyTorch weight files are not converted, the output holds the weights as safetensors"
+        )
+    }));
+    Ok(summary)
 }
 
 /// The non-weight files of a training checkpoint's output: those of `.hf_metadata/` except

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::catalog::Catalog;
 use crate::config::{CONFIG_FILE, LayerKind, ModelConfig};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 pub(crate) use scan::internal_scope;
 pub use sharded::{PieceInfo, ShardedInfo, ShardedTensor};
@@ -337,11 +337,7 @@ fn read_config(dir: &Path) -> Result<Option<(ModelConfig, serde_json::Value)>> {
         return Ok(None);
     }
     let config = ModelConfig::open(dir)?;
-    let text = std::fs::read_to_string(&path).map_err(Error::io(&path, "read"))?;
-    let raw = serde_json::from_str(&text).map_err(|e| Error::BadConfig {
-        path: path.clone(),
-        reason: format!("not a valid config: {e}"),
-    })?;
+    let raw = config.json.clone();
     Ok(Some((config, raw)))
 }
 

@@ -41,6 +41,7 @@ pub mod error;
 pub mod execute;
 pub mod family;
 pub mod inspect;
+pub mod json;
 pub mod options;
 pub mod plan;
 pub mod verify;

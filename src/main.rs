@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod launch;
 mod report;
 
 use std::process::ExitCode;
@@ -30,12 +31,19 @@ fn main() -> ExitCode {
     };
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
-    // A failure to install the handler only loses the clean-up on Ctrl-C.
-    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    // Only commands that look at the flag in every long phase catch SIGINT/SIGTERM; the
+    // others write nothing and die of the signal at once (issue 11, item 5). A failure to
+    // install the handler only loses the clean-up on Ctrl-C.
+    if matches!(
+        cli.command,
+        Command::FromHf(_) | Command::ToHf(_) | Command::Verify(_) | Command::Finalize(_)
+    ) {
+        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    }
     match commands::run(cli, &cancel) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("nemoconv: error: {err:#}");
+            report::say(&format!("nemoconv: error: {err:#}"));
             match err.downcast_ref::<Error>() {
                 Some(Error::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
                 _ => ExitCode::from(failure),

@@ -41,27 +41,45 @@ impl Progress for Bar {
     }
 }
 
+/// Writes one line to stderr with control characters escaped (names from files may hold
+/// ESC, NUL or newlines, issue 11, item 12); a closed stderr is ignored, never a panic (item 10).
+pub fn say(line: &str) {
+    use std::io::Write as _;
+    let mut text = String::with_capacity(line.len() + 1);
+    for c in line.chars() {
+        match c.is_control() {
+            true => text.extend(c.escape_default()),
+            false => text.push(c),
+        }
+    }
+    text.push('\n');
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
 /// Prints the `--lenient` drop list and, unless quiet, the one-line summary, on stderr.
 pub fn finish(report: &Report, worker: Option<Worker>, quiet: bool) {
     for name in &report.dropped {
-        eprintln!("nemoconv: dropped {name:?}");
+        say(&format!("nemoconv: dropped {name:?}"));
+    }
+    for note in &report.summary.notes {
+        say(&format!("nemoconv: note: {note}"));
     }
     if let Some(w) = worker
         && !quiet
     {
-        eprintln!(
+        say(&format!(
             "nemoconv: worker {}/{} done; run `nemoconv finalize OUT` once every worker has finished",
             w.index, w.count
-        );
+        ));
     }
     if !quiet {
         let s = &report.summary;
         let rate = s.bytes as f64 / s.seconds.max(1e-9) / 1e9;
         let shards = if s.shards == 1 { "shard" } else { "shards" };
-        eprintln!(
-            "nemoconv: wrote {} tensors, {} bytes in {} {shards} in {:.2} s ({rate:.2} GB/s)",
-            s.tensors, s.bytes, s.shards, s.seconds
-        );
+        say(&format!(
+            "nemoconv: wrote {} tensors, {} bytes in {} {shards} and copied {} bytes of other files in {:.2} s ({rate:.2} GB/s)",
+            s.tensors, s.bytes, s.shards, s.copied_bytes, s.seconds
+        ));
     }
 }
 
@@ -139,11 +157,12 @@ pub fn json_summary(
     let s = &report.summary;
     serde_json::json!({
         "command": command,
-        "inputs": inputs,
-        "output": output,
+        "inputs": inputs.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
+        "output": output.to_string_lossy(),
         "tensors": s.tensors,
         "bytes": s.bytes,
         "shards": s.shards,
+        "copied_bytes": s.copied_bytes,
         "seconds": s.seconds,
         "dropped": report.dropped,
     })

@@ -221,9 +221,16 @@ pub fn verify(
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<VerifyReport> {
+    let stop = || match cancel.load(Ordering::Relaxed) {
+        true => Err(Error::Interrupted),
+        false => Ok(()),
+    };
     let cat_a = Catalog::open_any(a)?;
+    stop()?;
     let cat_b = Catalog::open_any(b)?;
+    stop()?;
     let (entries, jobs) = pair::pair(&cat_a, &cat_b, options.allow);
+    stop()?;
     let stats = compare_all(&cat_a, &cat_b, &jobs, progress, cancel)?;
     let mut report = VerifyReport {
         schema: SCHEMA_VERSION,

@@ -32,6 +32,7 @@ pub fn is_dcp(dir: &Path) -> bool {
         return false;
     };
     listing
+        .0
         .iter()
         .filter(|p| super::is_weight_file(p))
         .take(1)
@@ -91,9 +92,20 @@ impl Catalog {
                 path: dir.to_path_buf(),
             });
         }
-        let listing = list_dir(dir)?;
-        let (shard_files, other_files): (Vec<_>, Vec<_>) =
+        let (listing, skipped_files) = list_dir(dir)?;
+        let (shard_files, mut other_files): (Vec<_>, Vec<_>) =
             listing.into_iter().partition(|p| super::is_weight_file(p));
+        // Hidden entries are never listed; `.hf_metadata/` is the one a training checkpoint
+        // needs (its config and the files its consolidation copies).
+        let metadata_dir = dir.join(HF_METADATA_DIR);
+        if metadata_dir.is_dir() {
+            let (metadata, _) = list_dir(&metadata_dir)?;
+            other_files.extend(
+                metadata
+                    .into_iter()
+                    .map(|p| Path::new(HF_METADATA_DIR).join(p)),
+            );
+        }
         if shard_files.is_empty() {
             return Err(Error::NoWeights {
                 path: dir.to_path_buf(),
@@ -108,6 +120,7 @@ impl Catalog {
             shards: Vec::new(),
             tensors: Vec::new(),
             other_files,
+            skipped_files,
         };
         let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
         for file in &shard_files {

@@ -47,7 +47,9 @@ impl ShardIndex {
             path: path.to_path_buf(),
             reason,
         };
-        let raw: RawIndex = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let raw: RawIndex = crate::json::parse(text)
+            .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
+            .map_err(bad)?;
         if let Some((tensor, file)) = raw.weight_map.iter().find(|(_, f)| !is_plain_file_name(f)) {
             return Err(bad(format!(
                 "tensor {tensor:?} maps to {file:?}, which is not a file name in this directory"

@@ -4,8 +4,10 @@
 //! directory atomically. It knows no tensor names and no model rules.
 
 mod assemble;
+mod claim;
 mod jobs;
 pub mod kernels;
+mod owner;
 mod prefetch;
 mod run;
 mod spread;
@@ -18,7 +20,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-pub use spread::{Worker, finalize};
+pub use spread::{Worker, abandon, finalize};
 pub use staging::Staging;
 
 use crate::catalog::{Catalog, INDEX_FILE};
@@ -51,8 +53,13 @@ pub struct Summary {
     pub bytes: u64,
     /// Output shard files.
     pub shards: usize,
+    /// Bytes of the non-weight files copied beside the shards (config, tokenizer, ...).
+    pub copied_bytes: u64,
     /// Wall time of the execution, seconds.
     pub seconds: f64,
+    /// Things the user should know that did not stop the run (e.g. temporary directories of
+    /// other runs left alone).
+    pub notes: Vec<String>,
 }
 
 /// One output checkpoint of a run: a plan and the subdirectory of the output it goes to
@@ -87,16 +94,25 @@ pub fn execute(
         None => Staging::new(output, &inputs, force)?,
         Some(_) => Staging::shared(output, &inputs)?,
     };
+    let copies_files = worker.is_none_or(|w| w.index == 0);
+    // Every file to copy is opened before the first byte is written (issue 11, item 8).
+    let copied_bytes = match copies_files {
+        true => targets
+            .iter()
+            .map(|t| {
+                let from = catalog.dir.join(&t.plan.copy_from);
+                writer::check_copies(&from, &t.plan.copy_files, &[INDEX_FILE])
+            })
+            .sum::<Result<u64>>()?,
+        false => 0,
+    };
     let files = shard_files(targets, staging.dir(), worker);
-    let mut outs = Vec::with_capacity(files.len());
-    for f in &files {
-        if f.mine {
-            outs.push(Some(writer::create_shard(&f.partial, f.shard)?));
-        } else {
-            outs.push(None);
-        }
-    }
     let guard = PartialFiles(&files);
+    // Every shard is made (and its space reserved) before the first byte, then closed: a
+    // batch opens its one file, so descriptors stay bounded by the threads (issue 11, item 8).
+    for f in files.iter().filter(|f| f.mine) {
+        drop(writer::create_shard(&f.partial, f.shard)?);
+    }
     let bases = targets.iter().scan(0, |next, t| {
         let base = *next;
         *next += t.plan.shards.len();
@@ -114,19 +130,18 @@ pub fn execute(
         .filter(|f| f.mine)
         .map(|f| f.shard.len_bytes - f.shard.header.len() as u64)
         .sum();
-    progress.start(total);
-    let result = run_in_order(&batches, catalog, &outs, &files, progress, cancel);
+    progress.start(total + copied_bytes);
+    let result = run_in_order(&batches, catalog, &files, progress, cancel);
     progress.finish();
     result?;
-    for (f, out) in files.iter().zip(&outs) {
-        if let Some(out) = out {
-            out.sync_all().map_err(Error::io(&f.partial, "sync"))?;
-            std::fs::rename(&f.partial, &f.path)
-                .map_err(Error::io(&f.path, "rename finished shard"))?;
-        }
+    for f in files.iter().filter(|f| f.mine) {
+        let out = writer::open_shard(&f.partial)?;
+        out.sync_all().map_err(Error::io(&f.partial, "sync"))?;
+        std::fs::rename(&f.partial, &f.path)
+            .map_err(Error::io(&f.path, "rename finished shard"))?;
     }
     std::mem::forget(guard);
-    if worker.is_none_or(|w| w.index == 0) {
+    if copies_files {
         for target in targets {
             let dir = staging.dir().join(target.subdir);
             // A plan may bring its own index (consolidate writes the reference's).
@@ -137,8 +152,15 @@ pub fn execute(
             {
                 writer::write_index(&dir, target.plan)?;
             }
-            let from = catalog.dir.join(&target.plan.copy_from);
-            writer::copy_files(&from, &dir, &target.plan.copy_files, &[INDEX_FILE])?;
+            let advance = |n| progress.advance(n);
+            writer::copy_files(
+                &catalog.dir.join(&target.plan.copy_from),
+                &dir,
+                &target.plan.copy_files,
+                &[INDEX_FILE],
+                &advance,
+                cancel,
+            )?;
             for (rel, bytes) in &target.plan.written_files {
                 writer::write_synced(&dir.join(rel), bytes)?;
             }
@@ -147,6 +169,7 @@ pub fn execute(
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }
+    let notes = staging.notes().to_vec();
     match worker {
         None => staging.commit()?,
         Some(worker) => {
@@ -154,11 +177,22 @@ pub fn execute(
             staging.keep();
         }
     }
+    // Only the tensors of this process's shards (an idle worker wrote none).
+    let mut base = 0;
+    let mut tensors = 0;
+    for target in targets {
+        tensors += (target.plan.placements.iter())
+            .filter(|p| files[base + p.shard].mine)
+            .count();
+        base += target.plan.shards.len();
+    }
     Ok(Summary {
-        tensors: targets.iter().map(|t| t.plan.tensors.len()).sum(),
+        tensors,
         bytes: total,
         shards: files.iter().filter(|f| f.mine).count(),
+        copied_bytes,
         seconds: started.elapsed().as_secs_f64(),
+        notes,
     })
 }
 
@@ -168,7 +202,6 @@ pub fn execute(
 fn run_in_order(
     batches: &[Vec<jobs::Job>],
     catalog: &Catalog,
-    outs: &[Option<std::fs::File>],
     files: &[ShardFile],
     progress: &dyn Progress,
     cancel: &AtomicBool,
@@ -194,11 +227,10 @@ fn run_in_order(
                 break;
             }
             schedule.advance(catalog, i);
-            let file = batch[0].file;
-            let out = outs[file]
-                .as_ref()
-                .expect("jobs are filtered to this worker's files");
-            match run::run_batch(batch, catalog, out, &files[file].partial) {
+            let path = &files[batch[0].file].partial;
+            let written =
+                writer::open_shard(path).and_then(|out| run::run_batch(batch, catalog, &out, path));
+            match written {
                 Ok(written) => {
                     schedule.finish(catalog, i);
                     progress.advance(written);

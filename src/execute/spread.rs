@@ -4,6 +4,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Target;
 use super::staging::Staging;
@@ -60,16 +61,29 @@ fn digest(targets: &[Target]) -> u64 {
 ///
 /// # Errors
 /// [`Error::Output`] when the work directory is missing, a worker has not finished, workers
-/// ran different plans, a shard is incomplete, or an output appeared meanwhile.
-pub fn finalize(output: &Path) -> Result<()> {
+/// ran different plans, a shard is incomplete, or an output appeared meanwhile;
+/// [`Error::Interrupted`] when `cancel` is set before the output is published.
+pub fn finalize(output: &Path, cancel: &AtomicBool) -> Result<()> {
     Staging::finalize(output, |dir| {
         let markers = check_markers(dir)?;
-        check_shards(dir)?;
+        check_shards(dir, cancel)?;
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
         for path in markers {
             std::fs::remove_file(&path).map_err(Error::io(&path, "remove worker marker"))?;
         }
         Ok(())
     })
+}
+
+/// Removes the work directory of a spread run on `output`, so its workers can start over;
+/// gives its path.
+///
+/// # Errors
+/// [`Error::Output`] when there is none.
+pub fn abandon(output: &Path) -> Result<std::path::PathBuf> {
+    Staging::abandon(output)
 }
 
 /// Every worker 0..M left a marker, all with one M and one digest; gives the markers' paths.
@@ -104,7 +118,11 @@ fn check_markers(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
         .iter()
         .any(|(_, m, d)| *m != Some(count) || *d != digest)
     {
-        return refuse("workers ran with different options or worker counts; rerun them all with the same command".to_string());
+        return refuse(format!(
+            "workers ran with different options or worker counts; to start over run `nemoconv finalize --abandon {}` (it removes {}), then rerun every worker with one command",
+            output_of(dir).display(),
+            dir.display()
+        ));
     }
     let missing: Vec<usize> = (0..count)
         .filter(|k| !markers.iter().any(|(i, _, _)| *i == Some(*k)))
@@ -119,10 +137,26 @@ fn check_markers(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
         .collect())
 }
 
+/// The OUT whose work directory is `dir` (`.OUT.nemoconv-tmp-work` beside it).
+fn output_of(dir: &Path) -> std::path::PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let out = name
+        .strip_prefix('.')
+        .and_then(|n| n.strip_suffix(".nemoconv-tmp-work"))
+        .unwrap_or(&name);
+    dir.with_file_name(out)
+}
+
 /// Every output checkpoint below `dir` opens, with every shard its index names complete.
-fn check_shards(dir: &Path) -> Result<()> {
+fn check_shards(dir: &Path, cancel: &AtomicBool) -> Result<()> {
     let mut dirs = vec![dir.to_path_buf()];
     while let Some(d) = dirs.pop() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
         for entry in std::fs::read_dir(&d)
             .map_err(Error::io(&d, "list directory"))?
             .flatten()

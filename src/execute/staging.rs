@@ -3,12 +3,17 @@
 //! or interrupted run removes its temporary directory and leaves any old output untouched.
 
 use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
+use super::claim::{self, Found, Lock};
+use super::owner::{Liveness, Owner};
 use crate::error::{Error, Result};
 
 /// Marker in the names of temporary directories, so later runs can find stale ones.
 const TMP_MARKER: &str = ".nemoconv-tmp-";
+/// The owner marker inside a temporary directory (removed just before the commit).
+const OWNER_FILE: &str = ".nemoconv-owner";
 
 /// A temporary directory that becomes `target` on [`Staging::commit`], or is removed on drop.
 #[derive(Debug)]
@@ -16,31 +21,45 @@ pub struct Staging {
     target: PathBuf,
     tmp: PathBuf,
     committed: bool,
+    /// What `target` held when the run started; None for a shared work directory.
+    found: Option<Found>,
+    /// The output's lock, held until the end of the run.
+    _lock: Option<Lock>,
+    notes: Vec<String>,
 }
 
 impl Staging {
-    /// Checks `target` (absent or empty, or `force`; not inside `input`) and creates the
-    /// temporary directory beside it, removing stale ones of dead runs.
+    /// Checks `target` (absent or empty, or `force`; not inside `input`), takes its lock and
+    /// creates the temporary directory beside it, removing stale ones of provably dead runs.
     ///
     /// # Errors
-    /// [`Error::Output`] for an unusable target, [`Error::Io`] when the directory cannot be made.
+    /// [`Error::Output`] for an unusable target or one another run holds, [`Error::Io`] when
+    /// the directory cannot be made.
     pub fn new(target: &Path, inputs: &[&Path], force: bool) -> Result<Staging> {
         check_target(target, inputs, force)?;
         let parent = parent_of(target);
         fs::create_dir_all(&parent)
             .map_err(Error::io(&parent, "create output parent directory"))?;
         let base = base_name(target)?;
-        remove_stale(&parent, &base);
+        let lock = Lock::take(&parent.join(format!(".{base}{TMP_MARKER}lock")), target)?;
+        let found = Found::look(target)?;
+        let notes = remove_stale(&parent, &base);
         let tmp = parent.join(format!(".{base}{TMP_MARKER}{}", std::process::id()));
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(Error::io(&tmp, "remove old temporary directory"))?;
         }
         fs::create_dir(&tmp).map_err(Error::io(&tmp, "create temporary directory"))?;
-        Ok(Staging {
+        let staging = Staging {
             target: target.to_path_buf(),
             tmp,
             committed: false,
-        })
+            found: Some(found),
+            _lock: Some(lock),
+            notes,
+        };
+        let owner = staging.tmp.join(OWNER_FILE);
+        fs::write(&owner, Owner::me().to_text()).map_err(Error::io(&owner, "write"))?;
+        Ok(staging)
     }
 
     /// The work directory that the workers of a spread run share: made if absent, kept on
@@ -56,6 +75,9 @@ impl Staging {
             target: target.to_path_buf(),
             tmp,
             committed: true,
+            found: None,
+            _lock: None,
+            notes: Vec::new(),
         })
     }
 
@@ -89,6 +111,22 @@ impl Staging {
         sync_dir(&parent_of(target))
     }
 
+    /// Removes a spread run's work directory, to start over (`finalize --abandon`).
+    ///
+    /// # Errors
+    /// [`Error::Output`] when there is none, [`Error::Io`] when it cannot be removed.
+    pub fn abandon(target: &Path) -> Result<PathBuf> {
+        let tmp = work_dir(target)?;
+        if !tmp.is_dir() {
+            return Err(Error::Output {
+                path: target.to_path_buf(),
+                reason: format!("no work directory {} to abandon", tmp.display()),
+            });
+        }
+        fs::remove_dir_all(&tmp).map_err(Error::io(&tmp, "remove work directory"))?;
+        Ok(tmp)
+    }
+
     /// Leaves a shared work directory for the other workers and `finalize`.
     pub fn keep(mut self) {
         self.committed = true;
@@ -99,39 +137,64 @@ impl Staging {
         &self.tmp
     }
 
-    /// fsyncs the temporary directory, then renames it to the target (replacing an old one,
-    /// which is removed only after the rename), and fsyncs the parent.
+    /// Temporary directories of other runs that were left alone, one line each.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// fsyncs the temporary directory, then renames it to the target. The target must be as
+    /// the run found it: absent stays absent until the rename (`RENAME_NOREPLACE`), an empty
+    /// directory the same and empty, and under `--force` the old output is moved aside,
+    /// checked entry by entry against what was there at the start, and removed only after
+    /// the rename. Anything else fails and leaves the target as it is.
     ///
     /// # Errors
-    /// [`Error::Io`] when a sync or rename fails; the old target is then still in place.
+    /// [`Error::Output`] when the target changed during the run, [`Error::Io`] when a sync
+    /// or rename fails; the old target is then still in place.
     pub fn commit(mut self) -> Result<()> {
+        let owner = self.tmp.join(OWNER_FILE);
+        fs::remove_file(&owner).map_err(Error::io(&owner, "remove"))?;
         sync_dir(&self.tmp)?;
-        let parent = parent_of(&self.target);
-        let old = if self.target.exists() {
-            let old = parent.join(format!(
-                ".{}{TMP_MARKER}old-{}",
-                base_name(&self.target)?,
-                std::process::id()
-            ));
-            fs::rename(&self.target, &old)
-                .map_err(Error::io(&self.target, "move the old output aside"))?;
-            Some(old)
-        } else {
-            None
-        };
-        if let Err(e) = fs::rename(&self.tmp, &self.target) {
-            if let Some(old) = &old {
-                let _ = fs::rename(old, &self.target);
+        let target = self.target.clone();
+        let parent = parent_of(&target);
+        let place = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::DirectoryNotEmpty => {
+                claim::changed(&target)
             }
-            return Err(Error::io(
-                &self.target,
-                "rename the finished output into place",
-            )(e));
+            _ => Error::io(&target, "rename the finished output into place")(e),
+        };
+        match self.found.take().expect("a staged run knows what it found") {
+            Found::Absent => claim::rename_noreplace(&self.tmp, &target).map_err(place)?,
+            Found::Empty(id) => {
+                if Found::look(&target)? != Found::Empty(id) {
+                    return Err(claim::changed(&target));
+                }
+                // rename(2) replaces an empty directory only: one filled meanwhile fails.
+                fs::rename(&self.tmp, &target).map_err(place)?;
+            }
+            Found::Full(before) => {
+                let old = parent.join(format!(
+                    ".{}{TMP_MARKER}old-{}",
+                    base_name(&target)?,
+                    std::process::id()
+                ));
+                fs::rename(&target, &old).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => claim::changed(&target),
+                    _ => Error::io(&target, "move the old output aside")(e),
+                })?;
+                if claim::snapshot(&old).ok() != Some(before) {
+                    let _ = claim::rename_noreplace(&old, &target);
+                    return Err(claim::changed(&target));
+                }
+                if let Err(e) = claim::rename_noreplace(&self.tmp, &target) {
+                    let _ = claim::rename_noreplace(&old, &target);
+                    return Err(place(e));
+                }
+                self.committed = true;
+                fs::remove_dir_all(&old).map_err(Error::io(&old, "remove the replaced output"))?;
+            }
         }
         self.committed = true;
-        if let Some(old) = old {
-            fs::remove_dir_all(&old).map_err(Error::io(&old, "remove the replaced output"))?;
-        }
         sync_dir(&parent)
     }
 }
@@ -181,6 +244,22 @@ fn check_target(target: &Path, inputs: &[&Path], force: bool) -> Result<()> {
                 "the input checkpoint is inside the output directory; choose another output",
             );
         }
+    }
+    if matches!(
+        target.components().next_back(),
+        None | Some(std::path::Component::CurDir | std::path::Component::ParentDir)
+    ) {
+        return refuse(
+            "is . or ..; the output is a new directory renamed into place, name one (e.g. ./out)",
+        );
+    }
+    if let (Ok(out), Ok(up)) = (fs::metadata(target), fs::metadata(target.join("..")))
+        && out.is_dir()
+        && (out.dev() != up.dev() || out.ino() == up.ino())
+    {
+        return refuse(
+            "is a mount point; the output is renamed into place, which a mount point cannot be; name a new directory inside it",
+        );
     }
     match fs::symlink_metadata(target) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -239,25 +318,40 @@ fn base_name(target: &Path) -> Result<String> {
         })
 }
 
-/// Removes temporary directories for `base` left by runs whose process is gone.
-fn remove_stale(parent: &Path, base: &str) {
+/// Removes the temporary directories for `base` whose owner marker proves a dead process on
+/// this host; gives a note for each other one, which is left alone (issue 11, item 2).
+fn remove_stale(parent: &Path, base: &str) -> Vec<String> {
     let prefix = format!(".{base}{TMP_MARKER}");
     let Ok(entries) = fs::read_dir(parent) else {
-        return;
+        return Vec::new();
     };
+    let mut notes = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        // An `old-` directory may be the only copy of a replaced output: never removed here.
-        let Some(pid) = name.strip_prefix(&prefix) else {
+        let Some(suffix) = name.strip_prefix(&prefix) else {
             continue;
         };
-        if pid.parse::<i32>().is_ok_and(|pid| !is_alive(pid)) {
-            let _ = fs::remove_dir_all(entry.path());
+        // The lock is ours by now; `work` belongs to a spread run and `finalize`.
+        if suffix == "lock" || suffix == "work" {
+            continue;
         }
+        let path = entry.path();
+        // An `old-` directory may be the only copy of a replaced output: never removed here.
+        let why = match suffix.starts_with("old-") {
+            true => "it may hold an output that a --force run was replacing".to_string(),
+            false => match Owner::liveness_of(&path.join(OWNER_FILE)) {
+                Liveness::Dead => {
+                    let _ = fs::remove_dir_all(&path);
+                    continue;
+                }
+                Liveness::Unknown(who) => who,
+            },
+        };
+        notes.push(format!(
+            "left {:?} alone ({why}); remove it by hand if no run is using it",
+            path
+        ));
     }
-}
-
-fn is_alive(pid: i32) -> bool {
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    notes.sort();
+    notes
 }

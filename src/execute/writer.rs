@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::jobs::CHUNK_BYTES;
 use crate::catalog::{INDEX_FILE, Shard};
@@ -31,6 +32,18 @@ pub fn create_shard(path: &Path, shard: &OutputShard) -> Result<File> {
     reserve(&file, shard.len_bytes).map_err(Error::io(path, "reserve space"))?;
     write_at(&file, &shard.header, 0, path)?;
     Ok(file)
+}
+
+/// Opens a shard made by [`create_shard`] for more writes.
+///
+/// # Errors
+/// [`Error::Io`] naming the shard.
+pub fn open_shard(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(Error::io(path, "open"))
 }
 
 /// Allocates `len` bytes for `file`, falling back to a sparse size where the file system
@@ -192,23 +205,72 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     file.sync_all().map_err(Error::io(path, "sync"))
 }
 
-/// Copies each file of `files` (relative to `from`) into `to`, links followed, except `skip`.
+/// Bytes copied between two looks at the stop flag when copying non-weight files.
+const COPY_CHUNK_BYTES: u64 = 16 << 20;
+
+/// The files of `files` (relative to `from`) that are copied, i.e. all but `skip`.
+pub fn copied<'a>(files: &'a [PathBuf], skip: &'a [&str]) -> impl Iterator<Item = &'a PathBuf> {
+    files
+        .iter()
+        .filter(|f| !skip.iter().any(|s| f.as_os_str() == *s))
+}
+
+/// Opens every file [`copy_files`] will copy, so an unreadable one fails the run before
+/// anything is written; gives their total size.
 ///
 /// # Errors
 /// [`Error::Io`] naming the file.
-pub fn copy_files(from: &Path, to: &Path, files: &[PathBuf], skip: &[&str]) -> Result<()> {
-    for rel in files
-        .iter()
-        .filter(|f| !skip.iter().any(|s| f.as_os_str() == *s))
-    {
+pub fn check_copies(from: &Path, files: &[PathBuf], skip: &[&str]) -> Result<u64> {
+    copied(files, skip)
+        .map(|rel| {
+            let src = from.join(rel);
+            let file = File::open(&src).map_err(Error::io(&src, "open"))?;
+            Ok(file.metadata().map_err(Error::io(&src, "stat"))?.len())
+        })
+        .sum()
+}
+
+/// Copies each file of `files` (relative to `from`) into `to`, links followed, except `skip`,
+/// with its permission bits; `advance` hears of the bytes copied, and `cancel` stops the copy
+/// between chunks.
+///
+/// # Errors
+/// [`Error::Io`] naming the file, [`Error::Interrupted`] when `cancel` is set.
+pub fn copy_files(
+    from: &Path,
+    to: &Path,
+    files: &[PathBuf],
+    skip: &[&str],
+    advance: &dyn Fn(u64),
+    cancel: &AtomicBool,
+) -> Result<()> {
+    use std::io::Read as _;
+    for rel in copied(files, skip) {
         let dst = to.join(rel);
         if let Some(parent) = dst.parent() {
             fs::create_dir_all(parent).map_err(Error::io(parent, "create directory"))?;
         }
         let src = from.join(rel);
         let mut input = File::open(&src).map_err(Error::io(&src, "open"))?;
+        let mode = input
+            .metadata()
+            .map_err(Error::io(&src, "stat"))?
+            .permissions();
         let mut output = File::create(&dst).map_err(Error::io(&dst, "create"))?;
-        std::io::copy(&mut input, &mut output).map_err(Error::io(&dst, "copy into"))?;
+        loop {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            let n = std::io::copy(&mut (&mut input).take(COPY_CHUNK_BYTES), &mut output)
+                .map_err(Error::io(&dst, "copy into"))?;
+            if n == 0 {
+                break;
+            }
+            advance(n);
+        }
+        output
+            .set_permissions(mode)
+            .map_err(Error::io(&dst, "set permissions"))?;
         output.sync_all().map_err(Error::io(&dst, "sync"))?;
     }
     Ok(())

@@ -186,8 +186,7 @@ pub fn plan_dequantize(catalog: &Catalog, config: &ModelConfig) -> Result<Dequan
         .filter(|m| m.contains_key("quantization_config"))
     {
         map.remove("quantization_config");
-        let mut text = serde_json::to_vec_pretty(&json).expect("a JSON value serializes");
-        text.push(b'\n');
+        let text = crate::json::to_text_pretty(&json);
         plan.files
             .replace
             .insert(PathBuf::from(crate::config::CONFIG_FILE), text);

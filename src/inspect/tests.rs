@@ -5,6 +5,7 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::dtype::Dtype;
+use crate::error::Error;
 use crate::verify::fixture::{
     Tensor, bf16s, f32s, tensor, write_checkpoint, write_config, write_shard,
 };

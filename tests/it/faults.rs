@@ -14,13 +14,13 @@ use crate::broken::{Case, assert_no_panic, assert_no_temporaries, header_text};
 use crate::harness::{Run, assert_valid_output, dir_entries, files_below, from_hf, tempdir};
 
 /// A tmpfs mounted on a directory for the life of the guard.
-struct Tmpfs {
+pub struct Tmpfs {
     dir: PathBuf,
 }
 
 impl Tmpfs {
     /// Mounts a tmpfs of `size` (e.g. `16k`) on `dir`; a failure fails the test, never skips it.
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(dir).expect("create the mount point");
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -233,13 +233,14 @@ fn assert_big_checkpoint_unchanged(dir: &Path) {
 }
 
 /// A big checkpoint in its own temporary directory, and where to write.
-struct Big {
-    tmp: TempDir,
-    input: PathBuf,
-    out: PathBuf,
+pub struct Big {
+    pub tmp: TempDir,
+    pub input: PathBuf,
+    pub out: PathBuf,
 }
 
-fn big() -> Big {
+/// A fresh [`Big`].
+pub fn big() -> Big {
     let tmp = tempdir();
     let input = tmp.path().join("in");
     write_big_checkpoint(&input);
@@ -248,7 +249,8 @@ fn big() -> Big {
 }
 
 impl Big {
-    fn command(&self) -> Command {
+    /// `nemoconv from-hf -q -j 1 IN OUT`, output captured.
+    pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nemoconv"));
         cmd.args(["from-hf", "-q", "-j", "1"])
             .arg(&self.input)
@@ -259,14 +261,19 @@ impl Big {
     }
 
     /// The temporary directory of the run with this pid.
-    fn tmp_of(&self, pid: u32) -> PathBuf {
+    pub fn tmp_of(&self, pid: u32) -> PathBuf {
         self.tmp.path().join(format!(".out.nemoconv-tmp-{pid}"))
     }
 
     /// Starts a conversion and returns once it is writing (its temporary directory holds a
     /// shard), so a signal sent now lands in the middle of the run.
-    fn start(&self) -> Child {
-        let mut child = self.command().spawn().expect("start nemoconv");
+    pub fn start(&self) -> Child {
+        self.start_with(self.command())
+    }
+
+    /// As [`Big::start`], for a command of the caller's (writing into `self.out`).
+    pub fn start_with(&self, mut command: Command) -> Child {
+        let mut child = command.spawn().expect("start nemoconv");
         let tmp = self.tmp_of(child.id());
         loop {
             if let Some(status) = child.try_wait().expect("poll nemoconv") {
@@ -276,7 +283,7 @@ impl Big {
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
-            if tmp.is_dir() && !dir_entries(&tmp).is_empty() {
+            if tmp.is_dir() && dir_entries(&tmp).iter().any(|n| n.ends_with(".partial")) {
                 return child;
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
@@ -284,7 +291,8 @@ impl Big {
     }
 }
 
-fn finish(child: Child, command: &str) -> Run {
+/// Waits for a child and collects what it printed.
+pub fn finish(child: Child, command: &str) -> Run {
     let out = child.wait_with_output().expect("wait for nemoconv");
     Run {
         command: command.to_string(),
@@ -294,7 +302,8 @@ fn finish(child: Child, command: &str) -> Run {
     }
 }
 
-fn kill(child: &Child, signal: i32) {
+/// Sends `signal` to a child.
+pub fn kill(child: &Child, signal: i32) {
     let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
     // SAFETY: kill(2) with a pid of our own child and a valid signal number.
     let rc = unsafe { libc::kill(pid, signal) };

@@ -20,7 +20,7 @@ use crate::harness::{
 /// OCP FP8 E4M3 (the `FN` variant safetensors calls F8_E4M3): sign, 4-bit exponent with bias
 /// 7, 3-bit mantissa; exponent 0 is subnormal (m/8 * 2^-6); 0x7F and 0xFF are NaN; no
 /// infinities.
-fn e4m3(code: u8) -> f64 {
+pub fn e4m3(code: u8) -> f64 {
     let sign = if code & 0x80 != 0 { -1.0 } else { 1.0 };
     let (exp, man) = (i32::from((code >> 3) & 0xF), f64::from(code & 0x7));
     if exp == 0xF && man == 7.0 {
@@ -179,7 +179,7 @@ const SCALES: [f32; 5] = [1.046_875, 0.011_718_75, 3.25, 1.0625 / 1024.0, 96.5];
 /// and every expert weight are F8 codes with a per-tensor `weight_scale` and an
 /// `input_scale`, each tensor holding every one of the 256 codes. Returns it with the HF
 /// tensors `--dequantize` must be equivalent to (BF16, no scales).
-fn modelopt_checkpoint(word: &str, decode: fn(u8) -> f64) -> (Checkpoint, Tensors) {
+pub fn modelopt_checkpoint(word: &str, decode: fn(u8) -> f64) -> (Checkpoint, Tensors) {
     let mut ck = CheckpointBuilder {
         pattern: "*E".to_string(),
         n_experts: 2,

@@ -277,7 +277,8 @@ fn finalize_before_any_worker_fails() {
     );
 }
 
-/// Runs M workers that take their share from the launcher variables `rank_var`/`size_var`.
+/// Runs M workers that take their share (`--worker auto`) from the launcher variables
+/// `rank_var`/`size_var`.
 fn check_launcher_vars(rank_var: &'static str, size_var: &'static str) {
     let tmp = tempdir();
     let input = hf_input(tmp.path());
@@ -294,7 +295,7 @@ fn check_launcher_vars(rank_var: &'static str, size_var: &'static str) {
         .into_iter()
         .map(|k| {
             let env = [(rank_var, k.to_string()), (size_var, M.to_string())];
-            spawn(&job.args(&[], &out), &env)
+            spawn(&job.args(&["--worker=auto".to_string()], &out), &env)
         })
         .collect();
     for child in children {
@@ -316,6 +317,36 @@ fn torchrun_rank_and_world_size_act_like_worker() {
 #[test]
 fn slurm_procid_and_ntasks_act_like_worker() {
     check_launcher_vars("SLURM_PROCID", "SLURM_NTASKS");
+}
+
+/// Issue 11, item 15: launcher variables left in the environment never split a plain run.
+#[test]
+fn launcher_variables_alone_leave_a_plain_run_plain() {
+    let tmp = tempdir();
+    let input = hf_input(tmp.path());
+    let out = tmp.path().join("out");
+    let args: Vec<OsString> = vec!["from-hf".into(), input.into(), out.clone().into()];
+    let env = [
+        ("SLURM_PROCID", "1".to_string()),
+        ("SLURM_NTASKS", M.to_string()),
+    ];
+    let run = wait(spawn(&args, &env));
+    run.success().stderr_has("--worker auto");
+    crate::harness::assert_valid_output(&out);
+}
+
+#[test]
+fn worker_auto_without_launcher_variables_is_a_usage_error() {
+    let tmp = tempdir();
+    let input = hf_input(tmp.path());
+    let out = tmp.path().join("out");
+    let args: Vec<OsString> = vec![
+        "from-hf".into(),
+        "--worker=auto".into(),
+        input.into(),
+        out.into(),
+    ];
+    wait(spawn(&args, &[])).code(2).stderr_has("--worker auto");
 }
 
 #[test]
@@ -437,4 +468,42 @@ fn finalize_refuses_shards_written_under_different_options() {
         !out.exists(),
         "finalize joined shards of two different plans"
     );
+}
+
+/// Issue 11, item 9: after workers ran with mismatched counts, finalize says how to start over,
+/// and `finalize --abandon` does it.
+#[test]
+fn finalize_after_mismatched_counts_says_how_to_start_over() {
+    let tmp = tempdir();
+    let input = hf_input(tmp.path());
+    let out = tmp.path().join("out");
+    let options = ["-q", "--max-shard-size", SHARD_CAP];
+    let job = Job {
+        subcommand: "from-hf",
+        options: &options,
+        input: &input,
+    };
+    wait(spawn(&job.args(&["--worker=0/2".to_string()], &out), &[])).success();
+    wait(spawn(&job.args(&["--worker=1/3".to_string()], &out), &[])).success();
+    let run = finalize(&out);
+    run.code(1)
+        .stderr_has("nemoconv finalize --abandon")
+        .stderr_has(&work_dir(&out).display().to_string());
+    nemoconv(&[
+        OsString::from("finalize"),
+        "--abandon".into(),
+        out.clone().into(),
+    ])
+    .success();
+    assert!(
+        !work_dir(&out).exists(),
+        "--abandon left the work directory"
+    );
+    for k in 0..2 {
+        wait(spawn(&job.args(&[format!("--worker={k}/2")], &out), &[])).success();
+    }
+    finalize(&out).success();
+    let single = tmp.path().join("single");
+    job.single(&single);
+    assert_same_files(&out, &single);
 }

@@ -83,7 +83,7 @@ impl Family for NemotronV3 {
         }
         check_moe_layers_have_experts(catalog, config, &groups, options)?;
         if !groups.is_empty() {
-            let shape = expert_shape(config, options.ep, "to merge experts")?;
+            let shape = expert_shape(config, options.ep, "--ep-size", "to merge experts")?;
             let out_dtype = options
                 .expert_dtype
                 .or(config.torch_dtype)
@@ -304,6 +304,7 @@ fn check_moe_layers_have_experts(
 pub(crate) fn expert_shape(
     config: &ModelConfig,
     ep: Option<EpSlice>,
+    ep_name: &str,
     why: &str,
 ) -> Result<ExpertShape> {
     let n_experts = config
@@ -318,7 +319,7 @@ pub(crate) fn expert_shape(
         return Err(Error::Checkpoint {
             path: config.path.clone(),
             reason: format!(
-                "--ep-size {} is larger than n_routed_experts ({n_experts}); every rank needs at least one expert",
+                "{ep_name} {} is larger than n_routed_experts ({n_experts}); every rank needs at least one expert",
                 ep.size
             ),
         });

@@ -31,7 +31,12 @@ pub fn part_shapes(catalog: &Catalog, config: &ModelConfig) -> Result<Vec<Expert
             config.n_routed_experts = recorded_e;
         }
         infer_missing_sizes(catalog, p, &mut config)?;
-        let shape = expert_shape(&config, ep, "to split merged experts")?;
+        let shape = expert_shape(
+            &config,
+            ep,
+            "the ep_size recorded in its shards (nemoconv.ep_size)",
+            "to split merged experts",
+        )?;
         if catalog.parts.len() > 1 {
             let Some(ep) = ep else {
                 return Err(slice_error(
