@@ -63,10 +63,13 @@ def writing_pid(work: Path, driver: subprocess.Popen[bytes]) -> int | None:
     assert driver.poll() is None, (
         f"Python ended before the test saw nemoconv writing: {driver.communicate()}"
     )
+    # The run's temporary directory is `.out.nemoconv-tmp-PID`; its lock `.out.nemoconv-tmp-lock`
+    # is a file beside it.
     for tmp in work.glob(".out.nemoconv-tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
         try:
-            if any(tmp.iterdir()):
-                return int(tmp.name.rsplit("-", 1)[1])
+            if pid.isdigit() and tmp.is_dir() and any(tmp.iterdir()):
+                return int(pid)
         except FileNotFoundError:
             pass
     return None
