@@ -136,7 +136,7 @@ pub fn execute(
     result?;
     for f in files.iter().filter(|f| f.mine) {
         let out = writer::open_shard(&f.partial)?;
-        out.sync_all().map_err(Error::io(&f.partial, "sync"))?;
+        out.file.sync_all().map_err(Error::io(&f.partial, "sync"))?;
         std::fs::rename(&f.partial, &f.path)
             .map_err(Error::io(&f.path, "rename finished shard"))?;
     }

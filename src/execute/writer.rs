@@ -3,12 +3,11 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::jobs::CHUNK_BYTES;
 use crate::catalog::{INDEX_FILE, Shard};
 use crate::error::{Error, Result};
 use crate::plan::{OutputShard, Plan};
@@ -34,16 +33,87 @@ pub fn create_shard(path: &Path, shard: &OutputShard) -> Result<File> {
     Ok(file)
 }
 
-/// Opens a shard made by [`create_shard`] for more writes.
+/// Alignment of the direct writes: a page, so a direct write never touches a page-cache page
+/// that holds another job's buffered bytes.
+pub const DIRECT_ALIGN_BYTES: usize = 4096;
+
+/// An output shard opened for a batch: the ordinary descriptor, and one opened with
+/// `O_DIRECT` where the file system allows it. Page-aligned runs of a write go through the
+/// latter, straight from the caller's buffer to the disk: copying them into the page cache
+/// took most of the CPU time of a conversion here (54% of to-hf's cycles in
+/// `copy_folio_from_iter_atomic`), and `dd` wrote 2 GB in 1.3 s direct against 10.6 s through
+/// the page cache and `fdatasync`.
+#[derive(Debug)]
+pub struct OutputFile {
+    /// For the header, the unaligned edges of writes, kernel copies and the final sync.
+    pub file: File,
+    direct: Option<File>,
+}
+
+/// Opens a shard made by [`create_shard`] for writing.
 ///
 /// # Errors
 /// [`Error::Io`] naming the shard.
-pub fn open_shard(path: &Path) -> Result<File> {
-    OpenOptions::new()
+pub fn open_shard(path: &Path) -> Result<OutputFile> {
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
-        .map_err(Error::io(path, "open"))
+        .map_err(Error::io(path, "open"))?;
+    let direct = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok();
+    Ok(OutputFile { file, direct })
+}
+
+/// Writes all of `bytes` at `offset` of `out`: its page-aligned middle with a direct write
+/// when `bytes` sits at the same place within a page in memory as in the file (see
+/// [`aligned_slice`]), the rest through the page cache.
+///
+/// # Errors
+/// [`Error::Io`] naming `path` (a full disk included).
+pub fn write_output(out: &OutputFile, bytes: &[u8], offset: u64, path: &Path) -> Result<()> {
+    let align = DIRECT_ALIGN_BYTES as u64;
+    let end = offset + bytes.len() as u64;
+    let (mid_start, mid_end) = (offset.next_multiple_of(align), end / align * align);
+    let in_step = (bytes.as_ptr() as u64 % align) == offset % align;
+    let Some(direct) = out
+        .direct
+        .as_ref()
+        .filter(|_| in_step && mid_end > mid_start)
+    else {
+        return write_at(&out.file, bytes, offset, path);
+    };
+    let at = |o: u64| (o - offset) as usize;
+    write_at(&out.file, &bytes[..at(mid_start)], offset, path)?;
+    match direct.write_all_at(&bytes[at(mid_start)..at(mid_end)], mid_start) {
+        Ok(()) => {}
+        // A file system may refuse a direct write it accepted to open: fall back.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            write_at(
+                &out.file,
+                &bytes[at(mid_start)..at(mid_end)],
+                mid_start,
+                path,
+            )?;
+        }
+        Err(e) => return Err(Error::io(path, "write")(e)),
+    }
+    write_at(&out.file, &bytes[at(mid_end)..], mid_end, path)
+}
+
+/// The `len` bytes of `buf` (grown as needed) that start at the same place within a page in
+/// memory as `offset` does in the file, so that [`write_output`] can write their aligned
+/// middle directly.
+pub fn aligned_slice(buf: &mut Vec<u8>, len: usize, offset: u64) -> &mut [u8] {
+    let align = DIRECT_ALIGN_BYTES;
+    if buf.len() < len + align {
+        buf.resize(len + align, 0);
+    }
+    let shift = (offset as usize % align + align - buf.as_ptr() as usize % align) % align;
+    &mut buf[shift..shift + len]
 }
 
 /// Allocates `len` bytes for `file`, falling back to a sparse size where the file system
@@ -102,18 +172,22 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) {
     }
 }
 
-/// Copies `range` of `shard` to `offset` of `out`, in the kernel where the file systems
-/// allow it, else through a buffer.
+/// Copies `range` of `shard` to `offset` of `out`: through a buffer and a direct write where
+/// the output takes direct writes, else in the kernel (`copy_file_range`) where the file
+/// systems allow it, else through a buffer.
 ///
 /// # Errors
 /// [`Error::Io`] naming the output path, or the input shard when a read fails.
 pub fn copy_range(
     shard: &Shard,
     range: &Range<u64>,
-    out: &File,
+    out: &OutputFile,
     offset: u64,
     out_path: &Path,
 ) -> Result<()> {
+    if out.direct.is_some() {
+        return copy_through_buffer(shard, range, out, offset, out_path);
+    }
     let mut done = 0u64;
     let len = range.end - range.start;
     while done < len {
@@ -125,14 +199,14 @@ pub fn copy_range(
             libc::copy_file_range(
                 shard.file.as_raw_fd(),
                 &mut off_in,
-                out.as_raw_fd(),
+                out.file.as_raw_fd(),
                 &mut off_out,
                 (len - done) as usize,
                 0,
             )
         };
         if n > 0 {
-            start_writeback(out, offset + done, n as u64);
+            start_writeback(&out.file, offset + done, n as u64);
             done += n as u64;
             continue;
         }
@@ -147,36 +221,42 @@ pub fn copy_range(
         if !unsupported {
             return Err(Error::io(out_path, "copy")(err));
         }
-        return copy_buffered(
-            shard,
-            &(range.start + done..range.end),
-            out,
-            offset + done,
-            out_path,
-        );
+        let rest = range.start + done..range.end;
+        return copy_through_buffer(shard, &rest, out, offset + done, out_path);
     }
     Ok(())
 }
 
-/// Copies `range` of `shard` to `offset` of `out` through a buffer of at most
-/// [`CHUNK_BYTES`], for file systems that cannot copy in the kernel.
-fn copy_buffered(
+/// Bytes of one direct write of a transposed or copied tensor: direct writes of 4 MiB ran at
+/// 1.8-2.0 GB/s here, of 1 MiB at 1.1-1.4 GB/s (`dd oflag=direct`).
+pub const DIRECT_WRITE_BYTES: u64 = 4 << 20;
+
+thread_local! {
+    /// Per-thread buffer of [`copy_through_buffer`].
+    static COPY_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Copies `range` of `shard` to `offset` of `out` through a per-thread buffer of
+/// [`DIRECT_WRITE_BYTES`], written with [`write_output`].
+fn copy_through_buffer(
     shard: &Shard,
     range: &Range<u64>,
-    out: &File,
+    out: &OutputFile,
     offset: u64,
     out_path: &Path,
 ) -> Result<()> {
-    let mut buf = Vec::new();
-    let mut at = range.start;
-    while at < range.end {
-        let piece = at..(at + CHUNK_BYTES).min(range.end);
-        buf.resize((piece.end - piece.start) as usize, 0);
-        shard.read_at(&piece, &mut buf)?;
-        write_at(out, &buf, offset + (at - range.start), out_path)?;
-        at = piece.end;
-    }
-    Ok(())
+    COPY_BUFFER.with_borrow_mut(|buf| {
+        let mut at = range.start;
+        while at < range.end {
+            let piece = at..(at + DIRECT_WRITE_BYTES).min(range.end);
+            let to = offset + (at - range.start);
+            let dst = aligned_slice(buf, (piece.end - piece.start) as usize, to);
+            shard.read_at(&piece, dst)?;
+            write_output(out, dst, to, out_path)?;
+            at = piece.end;
+        }
+        Ok(())
+    })
 }
 
 /// Writes `model.safetensors.index.json` (total_size and weight_map), synced.
