@@ -2,9 +2,11 @@
 //! shared work directory and leaves a marker with a digest of the plan; `finalize` checks that
 //! every worker finished the same plan and that every shard is complete, then publishes.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use sha2::{Digest, Sha256};
 
 use super::Target;
 use super::staging::Staging;
@@ -40,20 +42,42 @@ pub fn mark_done(dir: &Path, worker: Worker, targets: &[Target]) -> Result<()> {
 /// A digest of everything the workers must agree on: every shard's name and header (names,
 /// dtypes, shapes, offsets, metadata) and the files written beside them.
 fn digest(targets: &[Target]) -> u64 {
-    let mut hasher = DefaultHasher::new();
+    let mut canon = Canonical(Sha256::new());
     for target in targets {
-        target.subdir.hash(&mut hasher);
+        canon.field(target.subdir.as_os_str().as_bytes());
+        canon.count(target.plan.shards.len());
         for shard in &target.plan.shards {
-            (&shard.file_name, &shard.header).hash(&mut hasher);
+            canon.field(shard.file_name.as_bytes());
+            canon.field(&shard.header);
         }
-        (
-            &target.plan.copy_from,
-            &target.plan.copy_files,
-            &target.plan.written_files,
-        )
-            .hash(&mut hasher);
+        canon.field(target.plan.copy_from.as_os_str().as_bytes());
+        canon.count(target.plan.copy_files.len());
+        for file in &target.plan.copy_files {
+            canon.field(file.as_os_str().as_bytes());
+        }
+        canon.count(target.plan.written_files.len());
+        for (path, bytes) in &target.plan.written_files {
+            canon.field(path.as_os_str().as_bytes());
+            canon.field(bytes);
+        }
     }
-    hasher.finish()
+    let sum = canon.0.finalize();
+    u64::from_be_bytes(sum[..8].try_into().expect("SHA-256 has 32 bytes"))
+}
+
+/// A SHA-256 over length-prefixed fields: the same plan gives the same digest whatever the
+/// toolchain that built each worker (the standard library's hasher promises no such thing).
+struct Canonical(Sha256);
+
+impl Canonical {
+    fn count(&mut self, n: usize) {
+        self.0.update((n as u64).to_le_bytes());
+    }
+
+    fn field(&mut self, bytes: &[u8]) {
+        self.count(bytes.len());
+        self.0.update(bytes);
+    }
 }
 
 /// Checks that every worker of a spread run finished the same plan and every shard is
