@@ -47,7 +47,24 @@ pub const DIRECT_ALIGN_BYTES: usize = 4096;
 pub struct OutputFile {
     /// For the header, the unaligned edges of writes, kernel copies and the final sync.
     pub file: File,
-    direct: Option<File>,
+    path: PathBuf,
+    /// Opened at the first direct write, so batches of small tensors never open it.
+    direct: std::cell::OnceCell<Option<File>>,
+}
+
+impl OutputFile {
+    /// The `O_DIRECT` descriptor, opened on first use; None where the file system refuses it.
+    fn direct(&self) -> Option<&File> {
+        self.direct
+            .get_or_init(|| {
+                OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(&self.path)
+                    .ok()
+            })
+            .as_ref()
+    }
 }
 
 /// Opens a shard made by [`create_shard`] for writing.
@@ -60,12 +77,11 @@ pub fn open_shard(path: &Path) -> Result<OutputFile> {
         .write(true)
         .open(path)
         .map_err(Error::io(path, "open"))?;
-    let direct = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-        .ok();
-    Ok(OutputFile { file, direct })
+    Ok(OutputFile {
+        file,
+        path: path.to_path_buf(),
+        direct: std::cell::OnceCell::new(),
+    })
 }
 
 /// Writes all of `bytes` at `offset` of `out`: its page-aligned middle with a direct write
@@ -79,10 +95,9 @@ pub fn write_output(out: &OutputFile, bytes: &[u8], offset: u64, path: &Path) ->
     let end = offset + bytes.len() as u64;
     let (mid_start, mid_end) = (offset.next_multiple_of(align), end / align * align);
     let in_step = (bytes.as_ptr() as u64 % align) == offset % align;
-    let Some(direct) = out
-        .direct
-        .as_ref()
-        .filter(|_| in_step && mid_end > mid_start)
+    let Some(direct) = (in_step && mid_end > mid_start)
+        .then(|| out.direct())
+        .flatten()
     else {
         return write_at(&out.file, bytes, offset, path);
     };
@@ -185,7 +200,7 @@ pub fn copy_range(
     offset: u64,
     out_path: &Path,
 ) -> Result<()> {
-    if out.direct.is_some() {
+    if out.direct().is_some() {
         return copy_through_buffer(shard, range, out, offset, out_path);
     }
     let mut done = 0u64;
