@@ -1,7 +1,8 @@
 //! NemotronV3 layouts: the HF prefix of an input (SPEC §3.1) and the check that an input is
 //! not already in the layout a command produces.
 
-use super::names::{ExpertName, HfPrefix, MergedName};
+use super::key::{Role, TensorKey};
+use super::names::{HfPrefix, Scope};
 use crate::catalog::{Catalog, TensorId};
 use crate::error::{Error, Result};
 use crate::family::{Layout, meta};
@@ -34,16 +35,18 @@ pub fn detect_prefix(catalog: &Catalog) -> Result<HfPrefix> {
 pub fn check_layout(catalog: &Catalog, expected: Layout) -> Result<()> {
     let recorded = meta::recorded_layout(catalog.metadata());
     let looks_internal = || {
-        catalog
-            .tensors
-            .iter()
-            .find(|t| MergedName::parse(&t.name).is_some() || t.name.contains("._fp32_params."))
+        catalog.tensors.iter().find(|t| {
+            matches!(
+                TensorKey::parse(&t.name).role,
+                Role::MergedExperts(_) | Role::Fp32Param { internal: true }
+            )
+        })
     };
     let looks_hf = || {
         catalog.tensors.iter().find(|t| {
-            HfPrefix::of(&t.name) == Some(HfPrefix::Backbone)
-                || ExpertName::parse(&t.name)
-                    .is_some_and(|e| e.param == "weight" && e.scope != "mtp.")
+            let key = TensorKey::parse(&t.name);
+            key.prefix == Some(HfPrefix::Backbone)
+                || matches!(&key.role, Role::RoutedExpert(e) if e.param == "weight" && e.scope != Scope::Mtp)
         })
     };
     let found = match expected {

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use super::expert_shape;
 use super::experts::ExpertShape;
-use super::names::{MergedName, Proj};
+use super::key::{Role, TensorKey};
+use super::names::Proj;
 use crate::catalog::{Catalog, same_bytes};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -96,7 +97,10 @@ fn infer_missing_sizes(catalog: &Catalog, part: usize, config: &mut ModelConfig)
         .tensors
         .iter()
         .filter(|t| t.part == part)
-        .filter_map(|t| Some((MergedName::parse(&t.name)?, &t.shape)));
+        .filter_map(|t| match TensorKey::parse(&t.name).role {
+            Role::MergedExperts(name) => Some((name, &t.shape)),
+            _ => None,
+        });
     let Some((name, shape)) = merged.next() else {
         return Ok(());
     };
@@ -131,7 +135,9 @@ pub fn check_shared_identical(catalog: &Catalog) -> Result<()> {
             .tensors
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.part == p && MergedName::parse(&t.name).is_none())
+            .filter(|(_, t)| {
+                t.part == p && !matches!(TensorKey::parse(&t.name).role, Role::MergedExperts(_))
+            })
             .map(|(i, t)| (t.name.as_str(), i))
             .collect()
     };
