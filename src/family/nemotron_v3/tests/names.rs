@@ -2,95 +2,40 @@
 
 use crate::family::nemotron_v3::names::*;
 
-#[test]
-fn norm_f_and_embeddings_get_internal_names() {
-    let p = HfPrefix::Backbone;
-    assert_eq!(
-        to_internal("backbone.norm_f.weight", p),
-        "model.norm.weight"
-    );
-    assert_eq!(
-        to_internal("backbone.embeddings.weight", p),
-        "model.embed_tokens.weight"
-    );
-    assert_eq!(
-        to_internal("backbone.embedding.weight", p),
-        "model.embed_tokens.weight"
-    );
-    assert_eq!(
-        to_internal("backbone.embed_tokens.weight", p),
-        "model.embed_tokens.weight"
-    );
-    assert_eq!(
-        to_internal("backbone.layers.0.norm.weight", p),
-        "model.layers.0.norm.weight"
-    );
-}
+use HfPrefix::{Backbone, Model};
+
+/// SPEC §3.2 and §4.2, one row per rule: (HF name, prefix, internal name, whether `to_hf`
+/// gives the HF name back; the other embedding spellings come back as `embeddings`).
+#[rustfmt::skip]
+const RENAMES: &[(&str, HfPrefix, &str, bool)] = &[
+    ("backbone.norm_f.weight", Backbone, "model.norm.weight", true),
+    ("backbone.embeddings.weight", Backbone, "model.embed_tokens.weight", true),
+    ("backbone.embedding.weight", Backbone, "model.embed_tokens.weight", false),
+    ("backbone.embed_tokens.weight", Backbone, "model.embed_tokens.weight", false),
+    ("backbone.layers.0.norm.weight", Backbone, "model.layers.0.norm.weight", true),
+    ("model.norm_f.weight", Model, "model.norm.weight", true),
+    ("model.layers.3.mixer.q_proj.weight", Model, "model.layers.3.mixer.q_proj.weight", true),
+    ("backbone.layers.0.mixer.A_log", Backbone, "model.layers.0.mixer._fp32_params.A_log", true),
+    ("backbone.layers.0.mixer.D", Backbone, "model.layers.0.mixer._fp32_params.D", true),
+    ("mtp.layers.0.mixer.dt_bias", Backbone, "mtp.layers.0.mixer._fp32_params.dt_bias", true),
+    ("mtp.layers.0.mixer.A_log", Backbone, "mtp.layers.0.mixer._fp32_params.A_log", true),
+    ("backbone.layers.0.mixer.D_scale_inv", Backbone, "model.layers.0.mixer.D_scale_inv", true),
+    ("backbone.layers.0.mixer.Dx", Backbone, "model.layers.0.mixer.Dx", true),
+    ("lm_head.weight", Backbone, "lm_head.weight", true),
+    ("foo.bar", Backbone, "foo.bar", true),
+];
 
 #[test]
-fn model_prefix_input_keeps_model_and_renames_top_tensors() {
-    let p = HfPrefix::Model;
-    assert_eq!(to_internal("model.norm_f.weight", p), "model.norm.weight");
+fn hf_names_get_their_internal_names_and_back() {
+    for &(hf, prefix, internal, both_ways) in RENAMES {
+        assert_eq!(to_internal(hf, prefix), internal, "{hf} ({prefix:?})");
+        if both_ways {
+            assert_eq!(to_hf(internal, prefix), hf, "{internal} ({prefix:?})");
+        }
+    }
     assert_eq!(
-        to_internal("model.layers.3.mixer.q_proj.weight", p),
-        "model.layers.3.mixer.q_proj.weight"
-    );
-}
-
-#[test]
-fn fp32_params_move_under_fp32_params_by_exact_suffix() {
-    let p = HfPrefix::Backbone;
-    assert_eq!(
-        to_internal("backbone.layers.0.mixer.A_log", p),
-        "model.layers.0.mixer._fp32_params.A_log"
-    );
-    assert_eq!(
-        to_internal("mtp.layers.0.mixer.dt_bias", p),
-        "mtp.layers.0.mixer._fp32_params.dt_bias"
-    );
-    assert_eq!(
-        to_internal("backbone.layers.0.mixer.D_scale_inv", p),
-        "model.layers.0.mixer.D_scale_inv"
-    );
-    assert_eq!(
-        to_internal("backbone.layers.0.mixer.Dx", p),
-        "model.layers.0.mixer.Dx"
-    );
-}
-
-#[test]
-fn unprefixed_names_are_unchanged() {
-    assert_eq!(
-        to_internal("lm_head.weight", HfPrefix::Backbone),
-        "lm_head.weight"
-    );
-    assert_eq!(to_internal("foo.bar", HfPrefix::Backbone), "foo.bar");
-}
-
-#[test]
-fn to_hf_reverses_the_renames() {
-    let p = HfPrefix::Backbone;
-    assert_eq!(to_hf("model.norm.weight", p), "backbone.norm_f.weight");
-    assert_eq!(
-        to_hf("model.embed_tokens.weight", p),
-        "backbone.embeddings.weight"
-    );
-    assert_eq!(
-        to_hf("model.layers.0.mixer._fp32_params.D", p),
-        "backbone.layers.0.mixer.D"
-    );
-    assert_eq!(
-        to_hf("model.layers.0.norm.weight", p),
-        "backbone.layers.0.norm.weight"
-    );
-    assert_eq!(to_hf("lm_head.weight", p), "lm_head.weight");
-    assert_eq!(
-        to_hf("mtp.layers.0.mixer._fp32_params.A_log", p),
-        "mtp.layers.0.mixer.A_log"
-    );
-    assert_eq!(
-        to_hf("model.norm.weight", HfPrefix::Model),
-        "model.norm_f.weight"
+        to_hf("model.embed_tokens.weight", Model),
+        "model.embeddings.weight"
     );
 }
 
