@@ -3,6 +3,7 @@
 //! layout detection, `inspect` and `verify` match on this type instead of on name text.
 
 use super::names::{self, ExpertName, HfPrefix, MergedName};
+use crate::catalog::Catalog;
 use crate::config::LayerKind;
 use crate::family::quant::ScaleKind;
 
@@ -78,6 +79,15 @@ impl TensorKey<'_> {
             _ => false,
         }
     }
+}
+
+/// The key of every tensor of a catalog, in tensor order: each name is parsed once per plan.
+pub fn parse_all(catalog: &Catalog) -> Vec<TensorKey<'_>> {
+    catalog
+        .tensors
+        .iter()
+        .map(|t| TensorKey::parse(&t.name))
+        .collect()
 }
 
 /// The layer kind a `mixer.<param>...` tensor implies, if the parameter is specific to one kind.

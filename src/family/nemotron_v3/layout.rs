@@ -32,22 +32,26 @@ pub fn detect_prefix(catalog: &Catalog) -> Result<HfPrefix> {
 }
 
 /// Refuses an input that is already in the layout the command produces.
-pub fn check_layout(catalog: &Catalog, expected: Layout) -> Result<()> {
+pub fn check_layout(catalog: &Catalog, keys: &[TensorKey], expected: Layout) -> Result<()> {
     let recorded = meta::recorded_layout(catalog.metadata());
+    let tensors = || catalog.tensors.iter().zip(keys);
     let looks_internal = || {
-        catalog.tensors.iter().find(|t| {
-            matches!(
-                TensorKey::parse(&t.name).role,
-                Role::MergedExperts(_) | Role::Fp32Param { internal: true }
-            )
-        })
+        tensors()
+            .find(|(_, key)| {
+                matches!(
+                    key.role,
+                    Role::MergedExperts(_) | Role::Fp32Param { internal: true }
+                )
+            })
+            .map(|(t, _)| t)
     };
     let looks_hf = || {
-        catalog.tensors.iter().find(|t| {
-            let key = TensorKey::parse(&t.name);
-            key.prefix == Some(HfPrefix::Backbone)
-                || matches!(&key.role, Role::RoutedExpert(e) if e.param == "weight" && e.scope != Scope::Mtp)
-        })
+        tensors()
+            .find(|(_, key)| {
+                key.prefix == Some(HfPrefix::Backbone)
+                    || matches!(&key.role, Role::RoutedExpert(e) if e.param == "weight" && e.scope != Scope::Mtp)
+            })
+            .map(|(t, _)| t)
     };
     let found = match expected {
         Layout::Hf => (recorded == Some(Layout::Internal))

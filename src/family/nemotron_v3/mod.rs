@@ -35,16 +35,16 @@ impl Family for NemotronV3 {
         config: &ModelConfig,
         options: &Options,
     ) -> Result<Conversion> {
-        layout::check_layout(catalog, Layout::Hf)?;
+        let keys = key::parse_all(catalog);
+        layout::check_layout(catalog, &keys, Layout::Hf)?;
         let prefix = layout::detect_prefix(catalog)?;
         let dequant = quant::plan_for(catalog, config, options)?;
         let mut conv = Conversion::default();
         let mut groups = Groups::new();
-        for (id, t) in catalog.iter() {
+        for ((id, t), key) in catalog.iter().zip(&keys) {
             if dequant.consumed.contains(&id) {
                 continue;
             }
-            let key = TensorKey::parse(&t.name);
             // SPEC §3 table, row 4: block-FP8 scales.
             if key.scale == Some(ScaleKind::BlockInv) {
                 drop_or_refuse(
@@ -73,7 +73,7 @@ impl Family for NemotronV3 {
                     &mut conv,
                     &mut groups,
                 )?,
-                _ => conv.tensors.push(with_fp32_rule(catalog, id, &key, name)),
+                _ => conv.tensors.push(with_fp32_rule(catalog, id, key, name)),
             }
         }
         if !groups.is_empty() && config.mlp_bias {
@@ -110,27 +110,23 @@ impl Family for NemotronV3 {
         config: &ModelConfig,
         options: &Options,
     ) -> Result<Conversion> {
-        layout::check_layout(catalog, Layout::Internal)?;
+        let keys = key::parse_all(catalog);
+        layout::check_layout(catalog, &keys, Layout::Internal)?;
         let recorded = catalog
             .metadata()
             .get(meta::HF_PREFIX)
             .and_then(|w| HfPrefix::from_word(w));
         let prefix = options.hf_prefix.or(recorded).unwrap_or(HfPrefix::Backbone);
         let mut conv = Conversion::default();
-        let keys: Vec<TensorKey> = catalog
-            .tensors
-            .iter()
-            .map(|t| TensorKey::parse(&t.name))
-            .collect();
         let has_experts = keys
             .iter()
             .any(|k| matches!(k.role, Role::MergedExperts(_)));
         let shapes = if has_experts {
-            slices::part_shapes(catalog, config)?
+            slices::part_shapes(catalog, &keys, config)?
         } else {
             Vec::new()
         };
-        slices::check_shared_identical(catalog)?;
+        slices::check_shared_identical(catalog, &keys)?;
         for ((id, t), key) in catalog.iter().zip(&keys) {
             let outputs = match &key.role {
                 Role::MergedExperts(merged) => {
