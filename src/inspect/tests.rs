@@ -263,6 +263,37 @@ fn quantization_is_seen_in_config_files_dtypes_and_scales() {
     );
 }
 
+/// Issue 12: `inspect` asks the conversion's detector, which counts `input_scale` and every
+/// F8 dtype (the old scan of its own missed the first).
+#[test]
+fn input_scales_and_every_f8_dtype_are_quantization_evidence() {
+    let dir = TempDir::new().unwrap();
+    let tensors = [
+        tensor(
+            "backbone.layers.0.mixer.in_proj.weight",
+            Dtype::F8_E4M3FNUZ,
+            &[4],
+            vec![1; 4],
+        ),
+        tensor(
+            "backbone.layers.0.mixer.in_proj.input_scale",
+            Dtype::F32,
+            &[1],
+            f32s(&[1.0]),
+        ),
+    ];
+    write_checkpoint(dir.path(), &tensors, 9);
+    write_config(dir.path(), &config("M", 2));
+    let r = inspect(dir.path()).unwrap();
+    assert_eq!(
+        r.quantization_evidence,
+        vec![
+            "1 F8 tensors".to_string(),
+            "1 scale tensors (_scale_inv, weight_scale, weight_scale_2, input_scale)".to_string(),
+        ]
+    );
+}
+
 #[test]
 fn missing_config_is_a_problem_and_invalid_config_an_error() {
     let dir = TempDir::new().unwrap();
