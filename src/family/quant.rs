@@ -68,7 +68,7 @@ pub struct Finding {
 }
 
 /// Whether a dtype is one of the 8-bit float formats, which only quantized checkpoints store.
-pub fn is_fp8(dtype: Dtype) -> bool {
+fn is_fp8(dtype: Dtype) -> bool {
     matches!(
         dtype,
         Dtype::F8_E4M3 | Dtype::F8_E5M2 | Dtype::F8_E8M0 | Dtype::F8_E4M3FNUZ | Dtype::F8_E5M2FNUZ
