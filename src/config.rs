@@ -24,6 +24,15 @@ pub enum LayerKind {
     Moe,
 }
 
+/// Each layer kind with its `hybrid_override_pattern` letter and its lowercase word (the
+/// `layers_block_type` spelling, and `inspect`'s): the one table of these spellings.
+const SPELLINGS: [(LayerKind, char, &str); 4] = [
+    (LayerKind::Mamba, 'M', "mamba"),
+    (LayerKind::Attention, '*', "attention"),
+    (LayerKind::Mlp, '-', "mlp"),
+    (LayerKind::Moe, 'E', "moe"),
+];
+
 impl LayerKind {
     /// The pattern letter, for messages.
     pub fn name(self) -> &'static str {
@@ -35,23 +44,32 @@ impl LayerKind {
         }
     }
 
+    fn spelling(self) -> (LayerKind, char, &'static str) {
+        SPELLINGS
+            .into_iter()
+            .find(|s| s.0 == self)
+            .expect("SPELLINGS lists every kind")
+    }
+
+    /// The `hybrid_override_pattern` letter: `M`, `*`, `-` or `E`.
+    pub fn letter(self) -> char {
+        self.spelling().1
+    }
+
+    /// The lowercase word: `mamba`, `attention`, `mlp` or `moe`.
+    pub fn word(self) -> &'static str {
+        self.spelling().2
+    }
+
     fn from_letter(letter: char) -> Option<LayerKind> {
-        match letter {
-            'M' => Some(LayerKind::Mamba),
-            '*' => Some(LayerKind::Attention),
-            '-' => Some(LayerKind::Mlp),
-            'E' => Some(LayerKind::Moe),
-            _ => None,
-        }
+        SPELLINGS.into_iter().find(|s| s.1 == letter).map(|s| s.0)
     }
 
     fn from_block_type(name: &str) -> Option<LayerKind> {
         match name {
-            "mamba" | "linear_attention" => Some(LayerKind::Mamba),
-            "attention" | "full_attention" => Some(LayerKind::Attention),
-            "mlp" => Some(LayerKind::Mlp),
-            "moe" => Some(LayerKind::Moe),
-            _ => None,
+            "linear_attention" => Some(LayerKind::Mamba),
+            "full_attention" => Some(LayerKind::Attention),
+            _ => SPELLINGS.into_iter().find(|s| s.2 == name).map(|s| s.0),
         }
     }
 }

@@ -14,10 +14,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
-use crate::config::{CONFIG_FILE, LayerKind, ModelConfig};
+use crate::config::{CONFIG_FILE, ModelConfig};
 use crate::error::Result;
 
-pub(crate) use scan::internal_scope;
 pub use sharded::{PieceInfo, ShardedInfo, ShardedTensor};
 
 /// The version of the JSON schema of [`InspectReport`]; bumped on any incompatible change.
@@ -329,34 +328,10 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
     Ok(scan::describe(&catalog, config.as_ref()))
 }
 
-/// The typed config and the raw JSON (for fields the conversion does not need), or None
-/// when there is no config.json.
-fn read_config(dir: &Path) -> Result<Option<(ModelConfig, serde_json::Value)>> {
-    let path = dir.join(CONFIG_FILE);
-    if !path.exists() {
+/// The config, or None when there is no config.json (a problem, not an error).
+fn read_config(dir: &Path) -> Result<Option<ModelConfig>> {
+    if !dir.join(CONFIG_FILE).exists() {
         return Ok(None);
     }
-    let config = ModelConfig::open(dir)?;
-    let raw = config.json.clone();
-    Ok(Some((config, raw)))
-}
-
-/// The lowercase word of a layer kind, as [`LayerCounts`] spells it.
-fn word(kind: LayerKind) -> &'static str {
-    match kind {
-        LayerKind::Mamba => "mamba",
-        LayerKind::Attention => "attention",
-        LayerKind::Mlp => "mlp",
-        LayerKind::Moe => "moe",
-    }
-}
-
-/// The pattern letter of a layer kind.
-fn letter(kind: LayerKind) -> char {
-    match kind {
-        LayerKind::Mamba => 'M',
-        LayerKind::Attention => '*',
-        LayerKind::Mlp => '-',
-        LayerKind::Moe => 'E',
-    }
+    ModelConfig::open(dir).map(Some)
 }

@@ -202,7 +202,9 @@ pub fn reads(job: &Job) -> Vec<Range<u64>> {
     }
 }
 
-pub(super) fn ranges(len: u64, step: u64) -> impl Iterator<Item = Range<u64>> {
+/// `0..len` cut into consecutive ranges of `step` (at least 1), the last one shorter: the one
+/// chunk splitter of the crate (jobs here, compared chunks in `verify`).
+pub(crate) fn ranges(len: u64, step: u64) -> impl Iterator<Item = Range<u64>> {
     let step = step.max(1);
     (0..len.div_ceil(step)).map(move |i| i * step..((i + 1) * step).min(len))
 }

@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::plan::Plan;
 
 pub use jobs::CHUNK_BYTES;
+pub(crate) use jobs::ranges;
 
 /// Receives progress from the executor; the binary draws it, the library never prints.
 pub trait Progress: Sync {

@@ -18,17 +18,43 @@ const WEIGHT_SCALE: &str = "_scale";
 const WEIGHT_SCALE_INV: &str = "_scale_inv";
 /// NVFP4's second-level scale, the mark of a U8-packed FP4 weight.
 const WEIGHT_SCALE_2: &str = "_scale_2";
-/// Name endings of tensors that only serve quantized inference; `--dequantize` drops them.
-const SCALE_ENDINGS: [&str; 4] = [
-    "weight_scale",
-    "weight_scale_inv",
-    "weight_scale_2",
-    "input_scale",
-];
 /// The file ModelOpt writes beside a quantized checkpoint.
 pub const HF_QUANT_CONFIG: &str = "hf_quant_config.json";
+/// The config.json key of a declared quantization.
+const QUANTIZATION_CONFIG: &str = "quantization_config";
 /// The block of block-FP8 when the config names none.
 const DEFAULT_BLOCK: [u64; 2] = [128, 128];
+
+/// The kind of a tensor that only serves quantized inference, by its name ending. The one
+/// reading of scale names: conversion, `--dequantize` and `inspect` all use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleKind {
+    /// `..._scale_inv`: a block-FP8 scale (`weight_scale_inv` in releases).
+    BlockInv,
+    /// `...weight_scale`: ModelOpt's per-tensor or per-row FP8 scale.
+    Weight,
+    /// `...weight_scale_2`: NVFP4's second-level scale.
+    Weight2,
+    /// `...input_scale`: ModelOpt's activation scale.
+    Input,
+}
+
+impl ScaleKind {
+    /// The scale kind a name ends in, if any.
+    pub fn of(name: &str) -> Option<ScaleKind> {
+        if name.ends_with(WEIGHT_SCALE_INV) {
+            Some(ScaleKind::BlockInv)
+        } else if name.ends_with("weight_scale_2") {
+            Some(ScaleKind::Weight2)
+        } else if name.ends_with("weight_scale") {
+            Some(ScaleKind::Weight)
+        } else if name.ends_with("input_scale") {
+            Some(ScaleKind::Input)
+        } else {
+            None
+        }
+    }
+}
 
 /// Evidence that a checkpoint is quantized.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +67,30 @@ pub struct Finding {
     pub what: String,
 }
 
-/// Looks for quantized weights, scale tensors or a quantization config.
+/// Whether a dtype is one of the 8-bit float formats, which only quantized checkpoints store.
+fn is_fp8(dtype: Dtype) -> bool {
+    matches!(
+        dtype,
+        Dtype::F8_E4M3 | Dtype::F8_E5M2 | Dtype::F8_E8M0 | Dtype::F8_E4M3FNUZ | Dtype::F8_E5M2FNUZ
+    )
+}
+
+/// Whether config.json declares a quantization.
+fn declared_in_config(config: &ModelConfig) -> bool {
+    config.quantization.is_some()
+}
+
+/// The ModelOpt quantization config beside the shards, if there is one.
+fn quant_config_file(catalog: &Catalog) -> Option<&PathBuf> {
+    catalog
+        .other_files
+        .iter()
+        .find(|f| f.as_os_str() == HF_QUANT_CONFIG)
+}
+
+/// Looks for quantized weights, scale tensors or a quantization config; the first found
+/// refuses a conversion. A lone `_scale_inv` beside unquantized weights is not counted here:
+/// the family drops or refuses it by name (SPEC §3 table, row 4).
 pub fn detect(catalog: &Catalog, config: &ModelConfig) -> Option<Finding> {
     let names = catalog.ids_by_name();
     let found = |id: TensorId, what: String| Finding {
@@ -67,10 +116,10 @@ pub fn detect(catalog: &Catalog, config: &ModelConfig) -> Option<Finding> {
                 "U8-packed NVFP4 weights with weight_scale_2".to_string(),
             ));
         }
-        if t.name.ends_with("weight_scale")
-            || t.name.ends_with("input_scale")
-            || t.name.ends_with("weight_scale_2")
-        {
+        if matches!(
+            ScaleKind::of(&t.name),
+            Some(ScaleKind::Weight | ScaleKind::Weight2 | ScaleKind::Input)
+        ) {
             return Some(found(id, "a ModelOpt quantization scale".to_string()));
         }
     }
@@ -79,17 +128,41 @@ pub fn detect(catalog: &Catalog, config: &ModelConfig) -> Option<Finding> {
         tensor: String::new(),
         what: what.to_string(),
     };
-    if config.quantization.is_some() {
+    if declared_in_config(config) {
         return Some(declared(
             config.path.clone(),
             "config.json declares a quantization_config",
         ));
     }
-    catalog
-        .other_files
-        .iter()
-        .find(|f| f.as_os_str() == HF_QUANT_CONFIG)
+    quant_config_file(catalog)
         .map(|f| declared(catalog.dir.join(f), "a ModelOpt quantization config"))
+}
+
+/// Every sign of quantization, for `inspect`: the config key, the ModelOpt file, the FP8
+/// tensors and the scale tensors, each counted; empty when nothing says so.
+pub fn evidence(catalog: &Catalog, config: Option<&ModelConfig>) -> Vec<String> {
+    let mut evidence = Vec::new();
+    if config.is_some_and(declared_in_config) {
+        evidence.push(format!("config.json has {QUANTIZATION_CONFIG}"));
+    }
+    if quant_config_file(catalog).is_some() {
+        evidence.push(format!("{HF_QUANT_CONFIG} is present"));
+    }
+    let f8 = catalog.tensors.iter().filter(|t| is_fp8(t.dtype)).count();
+    if f8 > 0 {
+        evidence.push(format!("{f8} F8 tensors"));
+    }
+    let scales = catalog
+        .tensors
+        .iter()
+        .filter(|t| ScaleKind::of(&t.name).is_some())
+        .count();
+    if scales > 0 {
+        evidence.push(format!(
+            "{scales} scale tensors (_scale_inv, weight_scale, weight_scale_2, input_scale)"
+        ));
+    }
+    evidence
 }
 
 /// The `--dequantize` plan; without it, a quantized input is refused unless `--lenient`
@@ -164,10 +237,15 @@ pub fn plan_dequantize(catalog: &Catalog, config: &ModelConfig) -> Result<Dequan
             tensor: t.name.clone(),
             reason,
         };
-        if SCALE_ENDINGS.iter().any(|end| t.name.ends_with(end)) {
+        if ScaleKind::of(&t.name).is_some() {
             plan.consumed.insert(id);
         } else if t.dtype == Dtype::U8 && sibling(WEIGHT_SCALE_2).is_some() {
             return Err(refuse("NVFP4 (U8-packed FP4 with weight_scale_2) cannot be dequantized by nemoconv; dequantize it with ModelOpt first".to_string()));
+        } else if is_fp8(t.dtype) && !crate::dtype::can_cast(t.dtype, Dtype::BF16) {
+            return Err(refuse(format!(
+                "{:?} weights cannot be dequantized by nemoconv (it reads F8_E4M3 and F8_E5M2)",
+                t.dtype
+            )));
         } else if is_fp8(t.dtype) {
             let scale = match (sibling(WEIGHT_SCALE_INV), sibling(WEIGHT_SCALE)) {
                 (Some(s), _) => block_scale(catalog, t, s, block),
@@ -183,9 +261,9 @@ pub fn plan_dequantize(catalog: &Catalog, config: &ModelConfig) -> Result<Dequan
     let mut json = config.json.clone();
     if let Some(map) = json
         .as_object_mut()
-        .filter(|m| m.contains_key("quantization_config"))
+        .filter(|m| m.contains_key(QUANTIZATION_CONFIG))
     {
-        map.remove("quantization_config");
+        map.remove(QUANTIZATION_CONFIG);
         let text = crate::json::to_text_pretty(&json);
         plan.files
             .replace
@@ -193,10 +271,6 @@ pub fn plan_dequantize(catalog: &Catalog, config: &ModelConfig) -> Result<Dequan
     }
     plan.files.skip.push(PathBuf::from(HF_QUANT_CONFIG));
     Ok(plan)
-}
-
-fn is_fp8(dtype: Dtype) -> bool {
-    matches!(dtype, Dtype::F8_E4M3 | Dtype::F8_E5M2)
 }
 
 fn block_size(config: &ModelConfig) -> Result<[u64; 2]> {

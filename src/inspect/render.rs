@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::{ExpertForm, InspectReport, LayoutKind, LayoutSource, Problem};
+use crate::family::nemotron_v3::HfPrefix;
 
 /// Layers listed on an experts line before the middle is elided (JSON lists them all).
 const MAX_LAYERS_LISTED: usize = 12;
@@ -150,7 +151,9 @@ impl fmt::Display for Problem {
             Problem::NoConfig => write!(f, "no config.json: layer pattern, E and I are unknown"),
             Problem::MixedPrefix { backbone, model } => write!(
                 f,
-                "tensor {backbone:?} has prefix backbone. but {model:?} has model.; a checkpoint must use one prefix"
+                "tensor {backbone:?} has prefix {} but {model:?} has {}; a checkpoint must use one prefix",
+                HfPrefix::Backbone.text(),
+                HfPrefix::Model.text()
             ),
             Problem::MissingExperts {
                 mtp,

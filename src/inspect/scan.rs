@@ -1,22 +1,18 @@
 //! Builds an [`InspectReport`] from a catalog and config: one pass over the tensor names, then
-//! the layout decision and the problem checks. Uses the NemotronV3 name parsers of `family/`.
+//! the layout decision and the problem checks. Matches on the typed NemotronV3 keys of
+//! `family/`; knows no name text itself.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     EpInfo, ExpertForm, ExpertLayer, InspectReport, LayerCounts, LayoutKind, LayoutSource, Problem,
-    SCHEMA_VERSION, ShardSummary, letter, word,
+    SCHEMA_VERSION, ShardSummary,
 };
 use crate::catalog::Catalog;
 use crate::config::{LayerKind, ModelConfig};
-use crate::family::nemotron_v3::names::{self, ExpertName, HfPrefix, MergedName, Proj};
-use crate::family::{Layout, meta};
-
-/// A quantization config file some exporters (ModelOpt) write beside config.json.
-const QUANT_CONFIG_FILE: &str = "hf_quant_config.json";
-/// Name endings of quantization scale tensors (block FP8, NVFP4).
-const SCALE_SUFFIXES: [&str; 3] = ["_scale_inv", ".weight_scale", ".weight_scale_2"];
+use crate::family::nemotron_v3::key::{Role, TensorKey};
+use crate::family::nemotron_v3::names::{HfPrefix, Proj, Scope};
+use crate::family::{Layout, meta, quant};
 
 /// The experts of one layer: per-expert ids by projection, merged first dims by projection.
 #[derive(Default)]
@@ -32,61 +28,60 @@ struct Scan {
     main_layers: BTreeMap<u64, (usize, String)>,
     /// Per layer, the first tensor implying each layer kind (keyed by pattern letter).
     implied: BTreeMap<u64, BTreeMap<char, (LayerKind, String)>>,
-    prefixes: BTreeMap<&'static str, String>,
+    prefixes: BTreeMap<HfPrefix, String>,
     any_per_expert: bool,
     any_internal: bool,
-}
-
-/// `backbone.` names rewritten to the `model.` scope the name parsers expect.
-pub(crate) fn internal_scope(name: &str) -> Cow<'_, str> {
-    match name.strip_prefix(HfPrefix::Backbone.text()) {
-        Some(rest) => Cow::Owned(format!("model.{rest}")),
-        None => Cow::Borrowed(name),
-    }
 }
 
 fn scan(catalog: &Catalog) -> Scan {
     let mut s = Scan::default();
     for t in &catalog.tensors {
-        let scoped = internal_scope(&t.name);
-        if let Some(p) = HfPrefix::of(&t.name) {
-            s.prefixes.entry(p.word()).or_insert_with(|| t.name.clone());
+        let key = TensorKey::parse(&t.name);
+        if let Some(p) = key.prefix {
+            s.prefixes.entry(p).or_insert_with(|| t.name.clone());
         }
-        if let Some((layer, rest)) = names::main_layer(&scoped) {
-            let entry = s.main_layers.entry(layer).or_insert((0, t.name.clone()));
+        if let Some(layer) = key.main_layer {
+            let entry = s
+                .main_layers
+                .entry(layer.index)
+                .or_insert((0, t.name.clone()));
             entry.0 += 1;
-            if let Some(kind) = names::implied_kind(rest) {
-                let kinds = s.implied.entry(layer).or_default();
+            if let Some(kind) = layer.implies {
+                let kinds = s.implied.entry(layer.index).or_default();
                 kinds
-                    .entry(letter(kind))
+                    .entry(kind.letter())
                     .or_insert_with(|| (kind, t.name.clone()));
             }
         }
-        if let Some(e) = ExpertName::parse(&scoped).filter(|e| e.param == "weight") {
-            if matches!(e.proj, Proj::Up | Proj::Down) {
+        match key.role {
+            Role::RoutedExpert(e) if e.is_relu2_weight() => {
                 s.any_per_expert = true;
-                let layer = s.experts.entry((e.scope == "mtp.", e.layer)).or_default();
+                let layer = s
+                    .experts
+                    .entry((e.scope == Scope::Mtp, e.layer))
+                    .or_default();
                 layer.ids.entry(e.proj).or_default().insert(e.id);
             }
-        } else if let Some(m) = MergedName::parse(&t.name) {
-            s.any_internal = true;
-            let first = t.shape.first().copied().unwrap_or(0);
-            let layer = s.experts.entry((m.is_mtp, m.layer)).or_default();
-            layer.merged.insert(m.proj, (first, t.name.clone()));
-        } else if t.name.contains(".mixer._fp32_params.") {
-            s.any_internal = true;
+            Role::MergedExperts(m) => {
+                s.any_internal = true;
+                let first = t.shape.first().copied().unwrap_or(0);
+                let layer = s
+                    .experts
+                    .entry((m.scope == Scope::Mtp, m.layer))
+                    .or_default();
+                layer.merged.insert(m.proj, (first, t.name.clone()));
+            }
+            Role::Fp32Param { internal: true } => s.any_internal = true,
+            _ => {}
         }
     }
     s
 }
 
-/// Describes a checkpoint; `config` is the typed and the raw config.json, if there is one.
-pub(super) fn describe(
-    catalog: &Catalog,
-    config: Option<&(ModelConfig, serde_json::Value)>,
-) -> InspectReport {
+/// Describes a checkpoint; `config` is its config.json, if there is one.
+pub(super) fn describe(catalog: &Catalog, config: Option<&ModelConfig>) -> InspectReport {
     let s = scan(catalog);
-    let typed = config.map(|c| &c.0);
+    let typed = config;
     let n_experts = typed.and_then(|c| c.n_routed_experts);
     let pattern = typed.map_or(&[][..], |c| &c.pattern[..]);
     let (layout, layout_source, ep) = layout(catalog, &s, n_experts);
@@ -100,10 +95,12 @@ pub(super) fn describe(
         .cloned()
         .or_else(|| {
             let first = s.prefixes.keys().next()?;
-            (layout == LayoutKind::Hf).then(|| first.to_string())
+            (layout == LayoutKind::Hf).then(|| first.word().to_string())
         });
-    if let (Some(b), Some(m)) = (s.prefixes.get("backbone"), s.prefixes.get("model"))
-        && layout == LayoutKind::Hf
+    if let (Some(b), Some(m)) = (
+        s.prefixes.get(&HfPrefix::Backbone),
+        s.prefixes.get(&HfPrefix::Model),
+    ) && layout == LayoutKind::Hf
     {
         problems.push(Problem::MixedPrefix {
             backbone: b.clone(),
@@ -126,7 +123,7 @@ pub(super) fn describe(
     for t in &catalog.tensors {
         *dtypes.entry(t.dtype.to_string()).or_insert(0) += 1;
     }
-    let quantization_evidence = quantization(catalog, config.map(|c| &c.1));
+    let quantization_evidence = quant::evidence(catalog, config);
     InspectReport {
         schema: SCHEMA_VERSION,
         dir: catalog.dir.display().to_string(),
@@ -137,12 +134,12 @@ pub(super) fn describe(
         quantized: !quantization_evidence.is_empty(),
         quantization_evidence,
         model_type: typed.and_then(|c| c.model_type.clone()),
-        pattern: (!pattern.is_empty()).then(|| pattern.iter().map(|&k| letter(k)).collect()),
+        pattern: (!pattern.is_empty()).then(|| pattern.iter().map(|&k| k.letter()).collect()),
         n_layers: pattern.len() as u64,
         layer_counts: counts,
         n_routed_experts: n_experts,
         moe_intermediate_size: typed.and_then(|c| c.moe_intermediate_size),
-        hidden_size: config.and_then(|c| c.1.get("hidden_size")?.as_u64()),
+        hidden_size: config.and_then(|c| c.json.get("hidden_size")?.as_u64()),
         experts,
         n_tensors: catalog.tensors.len(),
         payload_bytes: catalog.payload_bytes(),
@@ -184,7 +181,7 @@ fn layout(
         LayoutKind::Hf
     } else if s.any_internal {
         LayoutKind::Internal
-    } else if s.prefixes.contains_key("backbone") {
+    } else if s.prefixes.contains_key(&HfPrefix::Backbone) {
         LayoutKind::Hf
     } else {
         LayoutKind::Unknown
@@ -298,42 +295,12 @@ fn layer_problems(s: &Scan, pattern: &[LayerKind], problems: &mut Vec<Problem>) 
         for (found, tensor) in implied.filter(|(found, _)| *found != kind) {
             problems.push(Problem::PatternMismatch {
                 layer,
-                expected: word(kind).to_string(),
-                found: word(*found).to_string(),
+                expected: kind.word().to_string(),
+                found: found.word().to_string(),
                 tensor: tensor.clone(),
             });
         }
     }
-}
-
-/// Why the weights look quantized; empty when nothing says so.
-fn quantization(catalog: &Catalog, raw: Option<&serde_json::Value>) -> Vec<String> {
-    let mut evidence = Vec::new();
-    if raw.is_some_and(|r| r.get("quantization_config").is_some()) {
-        evidence.push("config.json has quantization_config".to_string());
-    }
-    if catalog.dir.join(QUANT_CONFIG_FILE).is_file() {
-        evidence.push(format!("{QUANT_CONFIG_FILE} is present"));
-    }
-    let f8 = catalog
-        .tensors
-        .iter()
-        .filter(|t| t.dtype.to_string().starts_with("F8_"))
-        .count();
-    if f8 > 0 {
-        evidence.push(format!("{f8} F8 tensors"));
-    }
-    let scales = catalog
-        .tensors
-        .iter()
-        .filter(|t| SCALE_SUFFIXES.iter().any(|s| t.name.ends_with(s)))
-        .count();
-    if scales > 0 {
-        evidence.push(format!(
-            "{scales} scale tensors (_scale_inv, weight_scale, weight_scale_2)"
-        ));
-    }
-    evidence
 }
 
 fn shards(catalog: &Catalog) -> Vec<ShardSummary> {

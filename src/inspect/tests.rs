@@ -231,24 +231,23 @@ fn merged_experts_fewer_than_e_look_like_a_slice() {
     assert_eq!(r.experts[0].form, ExpertForm::Merged);
 }
 
+/// A 4-element `in_proj` weight of `dtype` and a one-element F32 `in_proj.<scale>`.
+fn weight_and_scale(dtype: Dtype, scale: &str) -> [Tensor; 2] {
+    let module = "backbone.layers.0.mixer.in_proj";
+    [
+        tensor(&format!("{module}.weight"), dtype, &[4], vec![1; 4]),
+        tensor(&format!("{module}.{scale}"), Dtype::F32, &[1], f32s(&[1.0])),
+    ]
+}
+
 #[test]
 fn quantization_is_seen_in_config_files_dtypes_and_scales() {
     let dir = TempDir::new().unwrap();
-    let tensors = [
-        tensor(
-            "backbone.layers.0.mixer.in_proj.weight",
-            Dtype::F8_E4M3,
-            &[4],
-            vec![1; 4],
-        ),
-        tensor(
-            "backbone.layers.0.mixer.in_proj.weight_scale_inv",
-            Dtype::F32,
-            &[1],
-            f32s(&[1.0]),
-        ),
-    ];
-    write_checkpoint(dir.path(), &tensors, 9);
+    write_checkpoint(
+        dir.path(),
+        &weight_and_scale(Dtype::F8_E4M3, "weight_scale_inv"),
+        9,
+    );
     let mut c = config("M", 2);
     c["quantization_config"] = json!({"quant_method": "fp8"});
     write_config(dir.path(), &c);
@@ -260,6 +259,24 @@ fn quantization_is_seen_in_config_files_dtypes_and_scales() {
         4,
         "{:?}",
         r.quantization_evidence
+    );
+}
+
+/// Issue 12: `inspect` asks the conversion's detector, which counts `input_scale` and every
+/// F8 dtype (the old scan of its own missed the first).
+#[test]
+fn input_scales_and_every_f8_dtype_are_quantization_evidence() {
+    let dir = TempDir::new().unwrap();
+    let tensors = weight_and_scale(Dtype::F8_E4M3FNUZ, "input_scale");
+    write_checkpoint(dir.path(), &tensors, 9);
+    write_config(dir.path(), &config("M", 2));
+    let r = inspect(dir.path()).unwrap();
+    assert_eq!(
+        r.quantization_evidence,
+        vec![
+            "1 F8 tensors".to_string(),
+            "1 scale tensors (_scale_inv, weight_scale, weight_scale_2, input_scale)".to_string(),
+        ]
     );
 }
 

@@ -1,6 +1,7 @@
 //! Pairs the tensors of A and B by name (with the `--allow embedding-name` alias) and decides,
 //! per pair, whether it differs in dtype or shape or needs its values compared, and in which
-//! dtype (the `--allow` rules). The only part of `verify` that knows NemotronV3 names.
+//! dtype (the `--allow` rules). The only part of `verify` that asks the NemotronV3 family what
+//! a name is; it matches on the family's typed keys and knows no name text itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -10,8 +11,8 @@ use super::segments::{self, Segment};
 use super::{Allow, Difference};
 use crate::catalog::{Catalog, Shard, TensorId};
 use crate::dtype::{self, Dtype};
-use crate::family::nemotron_v3::names::{self, ExpertName, HfPrefix, MergedName, Proj};
-use crate::inspect::internal_scope;
+use crate::family::nemotron_v3::key::{Role, TensorKey};
+use crate::family::nemotron_v3::names;
 
 /// An `--allow` rule that made a pair comparable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +124,7 @@ pub(super) fn pair(cat_a: &Catalog, cat_b: &Catalog, allow: Allow) -> (Vec<Entry
     let mut alias: BTreeMap<&str, &str> = BTreeMap::new();
     if allow.embedding_name {
         for &name in by_a.keys().filter(|n| !by_b.contains_key(*n)) {
-            let Some(other) = embedding_alias(name) else {
+            let Some(other) = names::embedding_alias(name) else {
                 continue;
             };
             if let Some((&b_name, _)) = by_b.get_key_value(other.as_str())
@@ -237,8 +238,11 @@ fn classify(
 /// The rule that compares the values of a tensor stored as `a` and `b`, and the dtype both
 /// are compared in: F32 for `A_log`/`D`/`dt_bias`, the narrower one for experts.
 fn dtype_rule(name: &str, a: Dtype, b: Dtype) -> Option<(Rule, Dtype)> {
+    let key = TensorKey::parse(name);
     let half = |d| matches!(d, Dtype::BF16 | Dtype::F16);
-    if is_fp32_param(name) && ((a == Dtype::F32 && half(b)) || (b == Dtype::F32 && half(a))) {
+    if matches!(key.role, Role::Fp32Param { .. })
+        && ((a == Dtype::F32 && half(b)) || (b == Dtype::F32 && half(a)))
+    {
         return Some((Rule::Fp32Params, Dtype::F32));
     }
     let (wide, narrow) = if a.bitsize() > b.bitsize() {
@@ -246,29 +250,6 @@ fn dtype_rule(name: &str, a: Dtype, b: Dtype) -> Option<(Rule, Dtype)> {
     } else {
         (b, a)
     };
-    (is_expert(name) && wide.bitsize() > narrow.bitsize() && dtype::can_cast(wide, narrow))
+    (key.is_expert_matrix() && wide.bitsize() > narrow.bitsize() && dtype::can_cast(wide, narrow))
         .then_some((Rule::ExpertDtype, narrow))
-}
-
-/// `...mixer.A_log|D|dt_bias`, HF or internal (`_fp32_params.`) spelling.
-fn is_fp32_param(name: &str) -> bool {
-    names::fp32_param(&name.replace(".mixer._fp32_params.", ".mixer.")).is_some()
-}
-
-/// A per-expert up/down weight or a merged expert tensor.
-fn is_expert(name: &str) -> bool {
-    let per_expert = ExpertName::parse(&internal_scope(name))
-        .is_some_and(|e| e.param == "weight" && matches!(e.proj, Proj::Up | Proj::Down));
-    per_expert || MergedName::parse(name).is_some()
-}
-
-/// `P embedding.weight` ↔ `P embeddings.weight`, for either HF prefix.
-fn embedding_alias(name: &str) -> Option<String> {
-    [HfPrefix::Backbone, HfPrefix::Model]
-        .into_iter()
-        .find_map(|p| match name.strip_prefix(p.text())? {
-            "embedding.weight" => Some(format!("{}embeddings.weight", p.text())),
-            "embeddings.weight" => Some(format!("{}embedding.weight", p.text())),
-            _ => None,
-        })
 }

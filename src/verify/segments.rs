@@ -5,6 +5,7 @@
 use std::ops::Range;
 
 use crate::catalog::{Catalog, ShardId, TensorId, runs};
+use crate::execute::ranges;
 
 /// `len` units from unit `start` of the tensor, stored from byte `byte` of a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,12 +63,10 @@ pub(super) fn chunks(a: &[Segment], b: &[Segment], total: u64, step: u64) -> Vec
     cuts.extend([0, total]);
     cuts.sort_unstable();
     cuts.dedup();
-    let step = step.max(1);
     cuts.windows(2)
         .flat_map(|w| {
-            let (from, to) = (w[0], w[1]);
-            (0..(to - from).div_ceil(step))
-                .map(move |k| from + k * step..(from + (k + 1) * step).min(to))
+            let from = w[0];
+            ranges(w[1] - from, step).map(move |r| from + r.start..from + r.end)
         })
         .collect()
 }

@@ -29,4 +29,5 @@ mod roundtrip;
 mod sharded_inputs;
 mod strictness;
 mod to_hf;
+mod vocabulary;
 mod workers;

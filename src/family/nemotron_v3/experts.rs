@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use super::names::{HfPrefix, MergedName, Proj};
+use super::names::{self, HfPrefix, MergedName, Proj, Scope};
 use crate::catalog::{Catalog, TensorId};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::plan::{OutputTensor, Recipe, Source};
 
-/// Identifies one merge group: scope text (`model.`, `mtp.`, ``), layer, projection.
-pub type GroupKey = (String, u64, Proj);
+/// Identifies one merge group: scope, layer, projection.
+pub type GroupKey = (Scope, u64, Proj);
 
 /// Per-expert tensors of each group, by expert id.
 pub type Groups = BTreeMap<GroupKey, BTreeMap<u64, TensorId>>;
@@ -49,18 +49,16 @@ pub fn merge(
     out_dtype: Dtype,
     prefix: HfPrefix,
 ) -> Result<Vec<OutputTensor>> {
-    let mut layers: Vec<(&str, u64)> = groups.keys().map(|(s, l, _)| (s.as_str(), *l)).collect();
+    let mut layers: Vec<(Scope, u64)> = groups.keys().map(|&(s, l, _)| (s, l)).collect();
     layers.dedup();
     let mut out = Vec::new();
     for (scope, layer) in layers {
         let mut hidden = None;
         for proj in [Proj::Up, Proj::Down] {
             let empty = BTreeMap::new();
-            let members = groups
-                .get(&(scope.to_string(), layer, proj))
-                .unwrap_or(&empty);
+            let members = groups.get(&(scope, layer, proj)).unwrap_or(&empty);
             let ids = complete_ids(catalog, members, shape, &|id| {
-                hf_expert_name(prefix, scope, layer, id, proj)
+                names::hf_expert_name(prefix, scope, layer, id, proj)
             })?;
             let (rows, cols, dtype) = uniform_shape(catalog, &ids)?;
             let (inter_dim, hidden_dim) = if proj == Proj::Up {
@@ -99,7 +97,7 @@ pub fn merge(
                 });
             }
             out.push(OutputTensor {
-                name: format!("{scope}layers.{layer}.mixer.experts.{}", proj.merged_word()),
+                name: names::merged_name(scope, layer, proj),
                 dtype: out_dtype,
                 shape: vec![ids.len() as u64, cols, rows],
                 recipe: Recipe::StackTransposed {
@@ -231,18 +229,6 @@ pub fn split(
             }
         })
         .collect())
-}
-
-fn hf_expert_name(prefix: HfPrefix, scope: &str, layer: u64, id: u64, proj: Proj) -> String {
-    let scope = if scope == "model." {
-        prefix.text()
-    } else {
-        scope
-    };
-    format!(
-        "{scope}layers.{layer}.mixer.experts.{id}.{}.weight",
-        proj.hf_word()
-    )
 }
 
 fn mismatch(catalog: &Catalog, id: TensorId, reason: String) -> Error {

@@ -1,7 +1,8 @@
 //! NemotronV3 layouts: the HF prefix of an input (SPEC §3.1) and the check that an input is
 //! not already in the layout a command produces.
 
-use super::names::{ExpertName, HfPrefix, MergedName};
+use super::key::{Role, TensorKey};
+use super::names::{HfPrefix, Scope};
 use crate::catalog::{Catalog, TensorId};
 use crate::error::{Error, Result};
 use crate::family::{Layout, meta};
@@ -31,20 +32,26 @@ pub fn detect_prefix(catalog: &Catalog) -> Result<HfPrefix> {
 }
 
 /// Refuses an input that is already in the layout the command produces.
-pub fn check_layout(catalog: &Catalog, expected: Layout) -> Result<()> {
+pub fn check_layout(catalog: &Catalog, keys: &[TensorKey], expected: Layout) -> Result<()> {
     let recorded = meta::recorded_layout(catalog.metadata());
+    let tensors = || catalog.tensors.iter().zip(keys);
     let looks_internal = || {
-        catalog
-            .tensors
-            .iter()
-            .find(|t| MergedName::parse(&t.name).is_some() || t.name.contains("._fp32_params."))
+        tensors()
+            .find(|(_, key)| {
+                matches!(
+                    key.role,
+                    Role::MergedExperts(_) | Role::Fp32Param { internal: true }
+                )
+            })
+            .map(|(t, _)| t)
     };
     let looks_hf = || {
-        catalog.tensors.iter().find(|t| {
-            HfPrefix::of(&t.name) == Some(HfPrefix::Backbone)
-                || ExpertName::parse(&t.name)
-                    .is_some_and(|e| e.param == "weight" && e.scope != "mtp.")
-        })
+        tensors()
+            .find(|(_, key)| {
+                key.prefix == Some(HfPrefix::Backbone)
+                    || matches!(&key.role, Role::RoutedExpert(e) if e.param == "weight" && e.scope != Scope::Mtp)
+            })
+            .map(|(t, _)| t)
     };
     let found = match expected {
         Layout::Hf => (recorded == Some(Layout::Internal))

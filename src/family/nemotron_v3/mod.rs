@@ -2,12 +2,14 @@
 //! This is the only module that knows these names.
 
 mod experts;
+pub mod key;
 mod layout;
 pub mod names;
 mod slices;
 
+use key::{Role, TensorKey};
 pub use names::HfPrefix;
-use names::{ExpertName, MergedName, Proj};
+use names::{ExpertName, Proj, Scope};
 
 use self::experts::{ExpertShape, Groups};
 use super::{Conversion, Family, Layout, meta};
@@ -15,16 +17,13 @@ use crate::catalog::{Catalog, TensorId};
 use crate::config::{LayerKind, ModelConfig};
 use crate::dtype::{self, Dtype};
 use crate::error::{Error, Result};
-use crate::family::quant;
+use crate::family::quant::{self, ScaleKind};
 use crate::options::{EpSlice, Options};
 use crate::plan::{OutputTensor, Recipe};
 
 /// The NemotronV3 family.
 #[derive(Debug)]
 pub struct NemotronV3;
-
-/// Names ending so are block-FP8 scales (SPEC §3 table, row 4).
-const SCALE_INV_SUFFIX: &str = "_scale_inv";
 
 /// The `model_type` this family converts.
 pub const MODEL_TYPE: &str = "nemotron_h";
@@ -36,16 +35,18 @@ impl Family for NemotronV3 {
         config: &ModelConfig,
         options: &Options,
     ) -> Result<Conversion> {
-        layout::check_layout(catalog, Layout::Hf)?;
+        let keys = key::parse_all(catalog);
+        layout::check_layout(catalog, &keys, Layout::Hf)?;
         let prefix = layout::detect_prefix(catalog)?;
         let dequant = quant::plan_for(catalog, config, options)?;
         let mut conv = Conversion::default();
         let mut groups = Groups::new();
-        for (id, t) in catalog.iter() {
+        for ((id, t), key) in catalog.iter().zip(&keys) {
             if dequant.consumed.contains(&id) {
                 continue;
             }
-            if t.name.ends_with(SCALE_INV_SUFFIX) {
+            // SPEC §3 table, row 4: block-FP8 scales.
+            if key.scale == Some(ScaleKind::BlockInv) {
                 drop_or_refuse(
                     catalog,
                     id,
@@ -56,23 +57,23 @@ impl Family for NemotronV3 {
                 continue;
             }
             let name = names::to_internal(&t.name, prefix);
-            if let Some((layer, rest)) = names::main_layer(&name)
-                && !check_layer(catalog, config, id, layer, rest, options, &mut conv)?
+            if let Some(layer) = key.main_layer
+                && !check_layer(catalog, config, id, layer, options, &mut conv)?
             {
                 continue;
             }
-            match ExpertName::parse(&name) {
-                Some(e) => classify_expert(
+            match &key.role {
+                Role::RoutedExpert(e) => classify_expert(
                     catalog,
                     config,
                     id,
-                    &e,
-                    name.clone(),
+                    e,
+                    name,
                     options,
                     &mut conv,
                     &mut groups,
                 )?,
-                None => conv.tensors.push(renamed(catalog, id, name)),
+                _ => conv.tensors.push(with_fp32_rule(catalog, id, key, name)),
             }
         }
         if !groups.is_empty() && config.mlp_bias {
@@ -109,28 +110,33 @@ impl Family for NemotronV3 {
         config: &ModelConfig,
         options: &Options,
     ) -> Result<Conversion> {
-        layout::check_layout(catalog, Layout::Internal)?;
+        let keys = key::parse_all(catalog);
+        layout::check_layout(catalog, &keys, Layout::Internal)?;
         let recorded = catalog
             .metadata()
             .get(meta::HF_PREFIX)
             .and_then(|w| HfPrefix::from_word(w));
         let prefix = options.hf_prefix.or(recorded).unwrap_or(HfPrefix::Backbone);
         let mut conv = Conversion::default();
-        let has_experts = catalog
-            .tensors
+        let has_experts = keys
             .iter()
-            .any(|t| MergedName::parse(&t.name).is_some());
+            .any(|k| matches!(k.role, Role::MergedExperts(_)));
         let shapes = if has_experts {
-            slices::part_shapes(catalog, config)?
+            slices::part_shapes(catalog, &keys, config)?
         } else {
             Vec::new()
         };
-        slices::check_shared_identical(catalog)?;
-        for (id, t) in catalog.iter() {
-            let outputs = match MergedName::parse(&t.name) {
-                Some(merged) => experts::split(catalog, id, &merged, &shapes[t.part], prefix)?,
-                None if t.part == 0 => vec![hf_tensor(catalog, id, prefix)],
-                None => continue,
+        slices::check_shared_identical(catalog, &keys)?;
+        for ((id, t), key) in catalog.iter().zip(&keys) {
+            let outputs = match &key.role {
+                Role::MergedExperts(merged) => {
+                    experts::split(catalog, id, merged, &shapes[t.part], prefix)?
+                }
+                _ if t.part == 0 => {
+                    let name = names::to_hf(&t.name, prefix);
+                    vec![with_fp32_rule(catalog, id, key, name)]
+                }
+                _ => continue,
             };
             for output in outputs {
                 if !is_excluded(options, &output.name)? {
@@ -181,12 +187,15 @@ fn check_layer(
     catalog: &Catalog,
     config: &ModelConfig,
     id: TensorId,
-    layer: u64,
-    rest: &str,
+    layer: key::MainLayer,
     options: &Options,
     conv: &mut Conversion,
 ) -> Result<bool> {
     let t = catalog.tensor(id);
+    let key::MainLayer {
+        index: layer,
+        implies,
+    } = layer;
     let Some(kind) = config.layer_kind(layer) else {
         if config.pattern.is_empty() {
             return Err(config.missing(
@@ -205,7 +214,7 @@ fn check_layer(
             n_layers: config.n_layers(),
         });
     };
-    match names::implied_kind(rest) {
+    match implies {
         Some(found) if found != kind => Err(Error::PatternMismatch {
             path: catalog.path_of(id).to_path_buf(),
             tensor: t.name.clone(),
@@ -249,7 +258,7 @@ fn classify_expert(
                 .ok_or_else(|| config.missing("n_routed_experts", "to merge experts"))?;
             if e.id < n_experts {
                 groups
-                    .entry((e.scope.to_string(), e.layer, e.proj))
+                    .entry((e.scope, e.layer, e.proj))
                     .or_default()
                     .insert(e.id, id);
                 Ok(())
@@ -266,7 +275,7 @@ fn classify_expert(
             }
         }
         _ => {
-            conv.tensors.push(renamed(catalog, id, name));
+            conv.tensors.push(copy_of(catalog, id, name));
             Ok(())
         }
     }
@@ -285,7 +294,7 @@ fn check_moe_layers_have_experts(
     let with_experts = |layer: u64| {
         groups
             .keys()
-            .any(|(scope, l, _)| scope == "model." && *l == layer)
+            .any(|&(scope, l, _)| scope == Scope::Main && l == layer)
     };
     match config
         .pattern
@@ -328,40 +337,35 @@ pub(crate) fn expert_shape(
     Ok(ExpertShape { inter, ids })
 }
 
-/// SPEC §3.2, §3.4, §3.5: a renamed tensor, F32 for `A_log`/`D`/`dt_bias`, else bytes untouched.
-fn renamed(catalog: &Catalog, id: TensorId, name: String) -> OutputTensor {
-    with_fp32_rule(catalog, id, name)
-}
-
-/// SPEC §4.2, §4.3: the HF tensor for a non-expert internal tensor.
-fn hf_tensor(catalog: &Catalog, id: TensorId, prefix: HfPrefix) -> OutputTensor {
-    with_fp32_rule(catalog, id, names::to_hf(&catalog.tensor(id).name, prefix))
-}
-
-/// A tensor under `name`, cast to F32 when the name is an `A_log`/`D`/`dt_bias` and the
-/// stored dtype is another float type.
-fn with_fp32_rule(catalog: &Catalog, id: TensorId, name: String) -> OutputTensor {
+/// SPEC §3.2, §3.4, §3.5, §4.2, §4.3: a renamed tensor, F32 for `A_log`/`D`/`dt_bias` stored
+/// as another float type, else bytes untouched.
+fn with_fp32_rule(catalog: &Catalog, id: TensorId, key: &TensorKey, name: String) -> OutputTensor {
     let t = catalog.tensor(id);
-    let source = experts::source_of(catalog, id);
-    let to_f32 = is_fp32_name(&name)
+    let to_f32 = matches!(key.role, Role::Fp32Param { .. })
         && dtype::is_float(t.dtype)
         && t.dtype != Dtype::F32
         && dtype::can_cast(t.dtype, Dtype::F32);
-    let (dtype, recipe) = if to_f32 {
-        (Dtype::F32, Recipe::Cast(source))
+    if to_f32 {
+        OutputTensor {
+            name,
+            dtype: Dtype::F32,
+            shape: t.shape.clone(),
+            recipe: Recipe::Cast(experts::source_of(catalog, id)),
+        }
     } else {
-        (t.dtype, Recipe::Copy(source))
-    };
-    OutputTensor {
-        name,
-        dtype,
-        shape: t.shape.clone(),
-        recipe,
+        copy_of(catalog, id, name)
     }
 }
 
-fn is_fp32_name(name: &str) -> bool {
-    names::fp32_param(name).is_some() || name.contains(".mixer._fp32_params.")
+/// A tensor under `name`, bytes untouched.
+fn copy_of(catalog: &Catalog, id: TensorId, name: String) -> OutputTensor {
+    let t = catalog.tensor(id);
+    OutputTensor {
+        name,
+        dtype: t.dtype,
+        shape: t.shape.clone(),
+        recipe: Recipe::Copy(experts::source_of(catalog, id)),
+    }
 }
 
 #[cfg(test)]

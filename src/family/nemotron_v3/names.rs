@@ -1,10 +1,8 @@
-//! NemotronV3 tensor names, parsed into typed keys: prefixes, the renames of SPEC §3.2 and
-//! §4.2, expert names, layer indices and which layer kind a mixer parameter belongs to.
-
-use crate::config::LayerKind;
+//! NemotronV3 tensor names: prefixes, scopes, the renames of SPEC §3.2 and §4.2, expert names
+//! and the names nemoconv builds. [`super::key`] parses a whole catalog name with these parts.
 
 /// The HF name prefix (SPEC §3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum HfPrefix {
     /// `backbone.`, as the released checkpoints use.
     Backbone,
@@ -46,10 +44,44 @@ impl HfPrefix {
     }
 }
 
+/// Which stack a `layers.N` name belongs to. The order is that of the internal scope texts
+/// (``, `model.`, `mtp.`), so groups keyed by it keep the order they had as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// `layers.N` with no prefix.
+    Bare,
+    /// The main stack: `backbone.` or `model.` in HF names, `model.` in internal ones.
+    Main,
+    /// The multi-token-prediction layers, `mtp.`, which keep their names (SPEC §3.4).
+    Mtp,
+}
+
+impl Scope {
+    /// The scope text of an internal name.
+    pub fn internal_text(self) -> &'static str {
+        match self {
+            Scope::Bare => "",
+            Scope::Main => INTERNAL_PREFIX,
+            Scope::Mtp => MTP_PREFIX,
+        }
+    }
+
+    /// The scope text of an HF name with this prefix.
+    pub fn hf_text(self, prefix: HfPrefix) -> &'static str {
+        match self {
+            Scope::Main => prefix.text(),
+            other => other.internal_text(),
+        }
+    }
+}
+
 /// Prefix of multi-token-prediction layers, which keep their names (SPEC §3.4).
-pub const MTP_PREFIX: &str = "mtp.";
+const MTP_PREFIX: &str = "mtp.";
 const INTERNAL_PREFIX: &str = "model.";
 const FP32_PARAMS: [&str; 3] = ["A_log", "D", "dt_bias"];
+/// Where SPEC §3.2 moves the parameters of [`FP32_PARAMS`] in internal names.
+const FP32_MIXER: &str = ".mixer._fp32_params.";
+const MIXER: &str = ".mixer.";
 
 /// SPEC §3.2: the internal name of an HF tensor (experts are handled apart).
 pub fn to_internal(name: &str, prefix: HfPrefix) -> String {
@@ -60,14 +92,14 @@ pub fn to_internal(name: &str, prefix: HfPrefix) -> String {
         None => name.to_string(),
     };
     match fp32_param(&renamed) {
-        Some((head, param)) => format!("{head}.mixer._fp32_params.{param}"),
+        Some((head, param)) => format!("{head}{FP32_MIXER}{param}"),
         None => renamed,
     }
 }
 
 /// SPEC §4.2: the HF name of an internal (non-expert) tensor.
 pub fn to_hf(name: &str, prefix: HfPrefix) -> String {
-    let name = name.replace(".mixer._fp32_params.", ".mixer.");
+    let name = name.replace(FP32_MIXER, MIXER);
     let Some(rest) = name.strip_prefix(INTERNAL_PREFIX) else {
         return name;
     };
@@ -81,8 +113,26 @@ pub fn to_hf(name: &str, prefix: HfPrefix) -> String {
 /// For a name ending in exactly `.mixer.A_log`, `.mixer.D` or `.mixer.dt_bias`: the part
 /// before `.mixer.` and the parameter. These are stored as F32 (SPEC §3.2, §4.3).
 pub fn fp32_param(name: &str) -> Option<(&str, &str)> {
-    let (head, param) = name.rsplit_once(".mixer.")?;
+    let (head, param) = name.rsplit_once(MIXER)?;
     FP32_PARAMS.contains(&param).then_some((head, param))
+}
+
+/// The same for the internal spelling `...mixer._fp32_params.A_log|D|dt_bias`.
+pub fn internal_fp32_param(name: &str) -> Option<(&str, &str)> {
+    let (head, param) = name.rsplit_once(FP32_MIXER)?;
+    FP32_PARAMS.contains(&param).then_some((head, param))
+}
+
+/// `P embedding.weight` ↔ `P embeddings.weight`, for either HF prefix: the other spelling of
+/// the embedding, which `verify --allow embedding-name` pairs.
+pub fn embedding_alias(name: &str) -> Option<String> {
+    [HfPrefix::Backbone, HfPrefix::Model]
+        .into_iter()
+        .find_map(|p| match name.strip_prefix(p.text())? {
+            "embedding.weight" => Some(format!("{}embeddings.weight", p.text())),
+            "embeddings.weight" => Some(format!("{}embedding.weight", p.text())),
+            _ => None,
+        })
 }
 
 /// The two expert projections of a relu2 MoE layer, plus the `gate_proj` such layers lack.
@@ -122,13 +172,18 @@ impl Proj {
             Proj::Down => "down_projs",
         }
     }
+
+    /// Whether relu2 experts have this projection (`up_proj`, `down_proj`).
+    pub fn is_relu2(self) -> bool {
+        matches!(self, Proj::Up | Proj::Down)
+    }
 }
 
-/// A per-expert tensor: `<scope>layers.L.mixer.experts.e.<proj>.<param>`.
+/// A per-expert tensor: `<scope>layers.L.mixer.experts.e.<proj>.<param>`, HF or internal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpertName<'a> {
-    /// What precedes `layers.` (`model.`, `mtp.` or nothing).
-    pub scope: &'a str,
+    /// The stack the layer belongs to.
+    pub scope: Scope,
     /// Layer index.
     pub layer: u64,
     /// Expert id.
@@ -140,7 +195,7 @@ pub struct ExpertName<'a> {
 }
 
 impl ExpertName<'_> {
-    /// Parses an (internal-prefixed) per-expert name; None for anything else.
+    /// Parses a per-expert name (any prefix); None for anything else.
     pub fn parse(name: &str) -> Option<ExpertName<'_>> {
         let (scope, rest) = split_scope(name)?;
         let rest = rest.strip_prefix("layers.")?;
@@ -156,13 +211,18 @@ impl ExpertName<'_> {
             param,
         })
     }
+
+    /// Whether this is the weight of an `up_proj` or `down_proj` expert: what merges.
+    pub fn is_relu2_weight(&self) -> bool {
+        self.param == "weight" && self.proj.is_relu2()
+    }
 }
 
 /// A merged internal expert tensor: `...mixer.experts.gate_and_up_projs|down_projs`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergedName {
-    /// Whether it belongs to an MTP layer.
-    pub is_mtp: bool,
+    /// [`Scope::Mtp`] for an MTP layer, else [`Scope::Main`].
+    pub scope: Scope,
     /// The first `layers.(\d+)` in the name (SPEC §4.1).
     pub layer: u64,
     /// Up or down.
@@ -183,60 +243,56 @@ impl MergedName {
             .split("layers.")
             .skip(1)
             .find_map(|s| parse_index(s.split('.').next()?))?;
-        Some(MergedName {
-            is_mtp: name.starts_with(MTP_PREFIX),
-            layer,
-            proj,
-        })
+        let scope = match name.starts_with(MTP_PREFIX) {
+            true => Scope::Mtp,
+            false => Scope::Main,
+        };
+        Some(MergedName { scope, layer, proj })
     }
 
     /// The HF name of expert `id` of this group (SPEC §4.1).
     pub fn expert_hf_name(&self, prefix: HfPrefix, id: u64) -> String {
-        let scope = if self.is_mtp {
-            MTP_PREFIX
-        } else {
-            prefix.text()
-        };
-        format!(
-            "{scope}layers.{}.mixer.experts.{id}.{}.weight",
-            self.layer,
-            self.proj.hf_word()
-        )
+        hf_expert_name(prefix, self.scope, self.layer, id, self.proj)
     }
 }
 
-/// The scope before `layers.`: `model.`, `mtp.` or nothing.
-fn split_scope(name: &str) -> Option<(&str, &str)> {
-    [INTERNAL_PREFIX, MTP_PREFIX, ""]
-        .into_iter()
-        .find_map(|scope| {
-            name.strip_prefix(scope)
-                .filter(|r| r.starts_with("layers."))
-                .map(|r| (scope, r))
-        })
+/// SPEC §3.3, §4.1: the HF name of one expert's weight.
+pub fn hf_expert_name(prefix: HfPrefix, scope: Scope, layer: u64, id: u64, proj: Proj) -> String {
+    format!(
+        "{}layers.{layer}.mixer.experts.{id}.{}.weight",
+        scope.hf_text(prefix),
+        proj.hf_word()
+    )
 }
 
-/// For an internal main-stack name `model.layers.N....`: N and the rest after `N.`.
+/// SPEC §3.3: the internal name of a layer's merged experts of one projection.
+pub fn merged_name(scope: Scope, layer: u64, proj: Proj) -> String {
+    format!(
+        "{}layers.{layer}.mixer.experts.{}",
+        scope.internal_text(),
+        proj.merged_word()
+    )
+}
+
+/// The scope before `layers.`: an HF prefix or `model.`, `mtp.`, or nothing.
+fn split_scope(name: &str) -> Option<(Scope, &str)> {
+    let scoped = match HfPrefix::of(name) {
+        Some(p) => (Scope::Main, &name[p.text().len()..]),
+        None => match name.strip_prefix(MTP_PREFIX) {
+            Some(rest) => (Scope::Mtp, rest),
+            None => (Scope::Bare, name),
+        },
+    };
+    scoped.1.starts_with("layers.").then_some(scoped)
+}
+
+/// For a main-stack name `P layers.N....` (P an HF prefix or `model.`): N and the rest after
+/// `N.`.
 pub fn main_layer(name: &str) -> Option<(u64, &str)> {
-    let rest = name
-        .strip_prefix(INTERNAL_PREFIX)?
-        .strip_prefix("layers.")?;
+    let prefix = HfPrefix::of(name)?;
+    let rest = name[prefix.text().len()..].strip_prefix("layers.")?;
     let (index, rest) = rest.split_once('.')?;
     Some((parse_index(index)?, rest))
-}
-
-/// The layer kind a `mixer.<param>...` tensor implies, if the parameter is specific to one kind.
-pub fn implied_kind(rest_after_layer: &str) -> Option<LayerKind> {
-    let param = rest_after_layer.strip_prefix("mixer.")?.split('.').next()?;
-    match param {
-        "A_log" | "D" | "dt_bias" | "_fp32_params" | "conv1d" | "in_proj" | "out_proj" => {
-            Some(LayerKind::Mamba)
-        }
-        "q_proj" | "k_proj" | "v_proj" | "o_proj" => Some(LayerKind::Attention),
-        "experts" | "gate" | "shared_experts" => Some(LayerKind::Moe),
-        "up_proj" | "down_proj" => Some(LayerKind::Mlp),
-        _ => None,
-    }
 }
 
 /// A decimal index without sign or leading `+`, as Python's `int()` of a regex `\d+` gives.
@@ -244,139 +300,4 @@ fn parse_index(text: &str) -> Option<u64> {
     (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
         .then(|| text.parse().ok())
         .flatten()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn norm_f_and_embeddings_get_internal_names() {
-        let p = HfPrefix::Backbone;
-        assert_eq!(
-            to_internal("backbone.norm_f.weight", p),
-            "model.norm.weight"
-        );
-        assert_eq!(
-            to_internal("backbone.embeddings.weight", p),
-            "model.embed_tokens.weight"
-        );
-        assert_eq!(
-            to_internal("backbone.embedding.weight", p),
-            "model.embed_tokens.weight"
-        );
-        assert_eq!(
-            to_internal("backbone.embed_tokens.weight", p),
-            "model.embed_tokens.weight"
-        );
-        assert_eq!(
-            to_internal("backbone.layers.0.norm.weight", p),
-            "model.layers.0.norm.weight"
-        );
-    }
-
-    #[test]
-    fn model_prefix_input_keeps_model_and_renames_top_tensors() {
-        let p = HfPrefix::Model;
-        assert_eq!(to_internal("model.norm_f.weight", p), "model.norm.weight");
-        assert_eq!(
-            to_internal("model.layers.3.mixer.q_proj.weight", p),
-            "model.layers.3.mixer.q_proj.weight"
-        );
-    }
-
-    #[test]
-    fn fp32_params_move_under_fp32_params_by_exact_suffix() {
-        let p = HfPrefix::Backbone;
-        assert_eq!(
-            to_internal("backbone.layers.0.mixer.A_log", p),
-            "model.layers.0.mixer._fp32_params.A_log"
-        );
-        assert_eq!(
-            to_internal("mtp.layers.0.mixer.dt_bias", p),
-            "mtp.layers.0.mixer._fp32_params.dt_bias"
-        );
-        assert_eq!(
-            to_internal("backbone.layers.0.mixer.D_scale_inv", p),
-            "model.layers.0.mixer.D_scale_inv"
-        );
-        assert_eq!(
-            to_internal("backbone.layers.0.mixer.Dx", p),
-            "model.layers.0.mixer.Dx"
-        );
-    }
-
-    #[test]
-    fn unprefixed_names_are_unchanged() {
-        assert_eq!(
-            to_internal("lm_head.weight", HfPrefix::Backbone),
-            "lm_head.weight"
-        );
-        assert_eq!(to_internal("foo.bar", HfPrefix::Backbone), "foo.bar");
-    }
-
-    #[test]
-    fn to_hf_reverses_the_renames() {
-        let p = HfPrefix::Backbone;
-        assert_eq!(to_hf("model.norm.weight", p), "backbone.norm_f.weight");
-        assert_eq!(
-            to_hf("model.embed_tokens.weight", p),
-            "backbone.embeddings.weight"
-        );
-        assert_eq!(
-            to_hf("model.layers.0.mixer._fp32_params.D", p),
-            "backbone.layers.0.mixer.D"
-        );
-        assert_eq!(
-            to_hf("model.layers.0.norm.weight", p),
-            "backbone.layers.0.norm.weight"
-        );
-        assert_eq!(to_hf("lm_head.weight", p), "lm_head.weight");
-        assert_eq!(
-            to_hf("mtp.layers.0.mixer._fp32_params.A_log", p),
-            "mtp.layers.0.mixer.A_log"
-        );
-        assert_eq!(
-            to_hf("model.norm.weight", HfPrefix::Model),
-            "model.norm_f.weight"
-        );
-    }
-
-    #[test]
-    fn expert_names_parse_into_typed_keys() {
-        let e = ExpertName::parse("model.layers.12.mixer.experts.7.down_proj.weight").unwrap();
-        assert_eq!(
-            (e.scope, e.layer, e.id, e.proj, e.param),
-            ("model.", 12, 7, Proj::Down, "weight")
-        );
-        let m = ExpertName::parse("mtp.layers.0.mixer.experts.3.up_proj.weight").unwrap();
-        assert_eq!((m.scope, m.layer, m.id, m.proj), ("mtp.", 0, 3, Proj::Up));
-        assert!(ExpertName::parse("model.layers.1.mixer.shared_experts.up_proj.weight").is_none());
-        assert!(ExpertName::parse("model.layers.1.mixer.experts.x.up_proj.weight").is_none());
-    }
-
-    #[test]
-    fn merged_names_give_split_hf_names() {
-        let m = MergedName::parse("model.layers.3.mixer.experts.gate_and_up_projs").unwrap();
-        assert_eq!(
-            m.expert_hf_name(HfPrefix::Backbone, 5),
-            "backbone.layers.3.mixer.experts.5.up_proj.weight"
-        );
-        let t = MergedName::parse("mtp.layers.0.mixer.experts.down_projs").unwrap();
-        assert_eq!(
-            t.expert_hf_name(HfPrefix::Backbone, 0),
-            "mtp.layers.0.mixer.experts.0.down_proj.weight"
-        );
-    }
-
-    #[test]
-    fn mixer_parameters_imply_their_layer_kind() {
-        assert_eq!(implied_kind("mixer.in_proj.weight"), Some(LayerKind::Mamba));
-        assert_eq!(
-            implied_kind("mixer.experts.0.up_proj.weight"),
-            Some(LayerKind::Moe)
-        );
-        assert_eq!(implied_kind("mixer.up_proj.weight"), Some(LayerKind::Mlp));
-        assert_eq!(implied_kind("norm.weight"), None);
-    }
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use super::expert_shape;
 use super::experts::ExpertShape;
-use super::names::{MergedName, Proj};
+use super::key::{Role, TensorKey};
+use super::names::Proj;
 use crate::catalog::{Catalog, same_bytes};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -16,7 +17,11 @@ use crate::family::meta;
 ///
 /// # Errors
 /// [`Error::Checkpoint`] when slices disagree on E or the mesh size, repeat a rank or miss one.
-pub fn part_shapes(catalog: &Catalog, config: &ModelConfig) -> Result<Vec<ExpertShape>> {
+pub fn part_shapes(
+    catalog: &Catalog,
+    keys: &[TensorKey],
+    config: &ModelConfig,
+) -> Result<Vec<ExpertShape>> {
     let mut shapes = Vec::with_capacity(catalog.parts.len());
     let mut ranks: BTreeMap<u64, usize> = BTreeMap::new();
     let mut mesh: Option<(u64, u64)> = None;
@@ -30,7 +35,7 @@ pub fn part_shapes(catalog: &Catalog, config: &ModelConfig) -> Result<Vec<Expert
         if recorded_e.is_some() {
             config.n_routed_experts = recorded_e;
         }
-        infer_missing_sizes(catalog, p, &mut config)?;
+        infer_missing_sizes(catalog, keys, p, &mut config)?;
         let shape = expert_shape(
             &config,
             ep,
@@ -91,12 +96,21 @@ pub fn part_shapes(catalog: &Catalog, config: &ModelConfig) -> Result<Vec<Expert
 /// # Errors
 /// [`Error::Checkpoint`] for a NeMo slice (`dtensor_info.json`) without E: its merged tensors
 /// hold only some experts, and which ones is not recorded.
-fn infer_missing_sizes(catalog: &Catalog, part: usize, config: &mut ModelConfig) -> Result<()> {
+fn infer_missing_sizes(
+    catalog: &Catalog,
+    keys: &[TensorKey],
+    part: usize,
+    config: &mut ModelConfig,
+) -> Result<()> {
     let mut merged = catalog
         .tensors
         .iter()
-        .filter(|t| t.part == part)
-        .filter_map(|t| Some((MergedName::parse(&t.name)?, &t.shape)));
+        .zip(keys)
+        .filter(|(t, _)| t.part == part)
+        .filter_map(|(t, key)| match &key.role {
+            Role::MergedExperts(name) => Some((name, &t.shape)),
+            _ => None,
+        });
     let Some((name, shape)) = merged.next() else {
         return Ok(());
     };
@@ -125,13 +139,13 @@ const NEMO_DTENSOR_INFO: &str = "dtensor_info.json";
 ///
 /// # Errors
 /// [`Error::Checkpoint`] naming the first tensor that differs or is missing.
-pub fn check_shared_identical(catalog: &Catalog) -> Result<()> {
+pub fn check_shared_identical(catalog: &Catalog, keys: &[TensorKey]) -> Result<()> {
     let shared = |p: usize| -> BTreeMap<&str, usize> {
         catalog
             .tensors
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.part == p && MergedName::parse(&t.name).is_none())
+            .filter(|&(i, t)| t.part == p && !matches!(keys[i].role, Role::MergedExperts(_)))
             .map(|(i, t)| (t.name.as_str(), i))
             .collect()
     };

@@ -294,6 +294,7 @@ fn metadata(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 mod experts;
+mod names;
 mod renames;
 mod slices_and_to_hf;
 mod strictness;

@@ -124,6 +124,27 @@ fn fp8_experts_with_scale_inv_are_refused_as_quantized() {
     );
 }
 
+/// Issue 12: one quantization detector; every F8 dtype marks a quantized input, and
+/// `--dequantize` refuses the ones it cannot cast rather than copying them as they are.
+#[test]
+fn fnuz_fp8_is_refused_as_quantized_and_by_dequantize() {
+    let ck = hf(hf_experts(L0, 0..2, Dtype::F8_E5M2FNUZ));
+    let err = from_hf_default(&ck, "E", 2).unwrap_err();
+    assert!(
+        matches!(&err, Error::Quantized { what, .. } if what.contains("F8_E5M2FNUZ")),
+        "{err:?}"
+    );
+    let dequantize = Options {
+        dequantize: true,
+        ..Options::default()
+    };
+    let err = from_hf(&ck, &moe_config("E", 2), &dequantize).unwrap_err();
+    assert!(
+        matches!(&err, Error::Dequantize { reason, .. } if reason.contains("F8_E5M2FNUZ")),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn scale_inv_is_dropped_when_lenient() {
     let mut tensors = hf_experts(L0, 0..2, Dtype::F8_E4M3);
