@@ -88,7 +88,8 @@ impl Marker {
         text
     }
 
-    /// SHA-256 (hex) over the canonical JSON of every field but the digest. The written data
+    /// SHA-256 (hex) over the compact JSON of the marker's value with an empty digest (keys
+    /// sorted, as `serde_json::Value` keeps them), so any tool can recompute it. The written data
     /// itself is not hashed: that would read every output byte again, as long as the run
     /// itself on a cold cache; `finalize` checks the shards' headers and sizes instead.
     fn own_digest(&self) -> String {
@@ -96,7 +97,8 @@ impl Marker {
             digest: String::new(),
             ..self.clone()
         };
-        let sum = Sha256::digest(serde_json::to_vec(&body).expect("a marker always serializes"));
+        let value = serde_json::to_value(body).expect("a marker always serializes");
+        let sum = Sha256::digest(value.to_string().as_bytes());
         sum.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
