@@ -49,11 +49,11 @@ impl Progress for NoProgress {}
 /// What a finished run wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
-    /// Output tensors.
+    /// Output tensors written (by a worker: those it wrote at least one byte of).
     pub tensors: usize,
-    /// Output tensor bytes.
+    /// Output tensor bytes written (headers not counted).
     pub bytes: u64,
-    /// Output shard files.
+    /// Output shard files written (by a worker: those it wrote at least one byte of).
     pub shards: usize,
     /// Bytes of the non-weight files copied beside the shards (config, tokenizer, ...).
     pub copied_bytes: u64,
