@@ -162,7 +162,7 @@ for split in $SPLITS; do
             END {printf "%.2f|%s", (sum ? max / (sum / NR) : 0), list}')
         ROWS+=("$(printf '| %s | %d | %.1f | %.2f | %s | %s |' "$split" "$m" "$WALL" \
             "$(echo "$base / $WALL" | bc -l)" "${stats%%|*}" "${stats#*|}")")
-        log "$split M=$m: ${WALL} s"
+        log "row: ${ROWS[-1]}"
     done
 done
 
