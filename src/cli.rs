@@ -99,6 +99,11 @@ pub struct RunArgs {
     /// SLURM_PROCID/SLURM_NTASKS (Slurm). Without --worker a run is never a worker run.
     #[arg(long, value_name = "K/M|auto", value_parser = crate::launch::parse_worker_arg)]
     pub worker: Option<crate::launch::WorkerArg>,
+    /// How workers divide the run [default: bytes]: `bytes` gives each an equal share of the
+    /// bytes, several workers writing into one shard file; `shards` deals whole shard files
+    /// round-robin, for file systems where several hosts must not write one file.
+    #[arg(long, value_name = "bytes|shards", value_parser = crate::launch::parse_split, requires = "worker")]
+    pub split: Option<nemoconv::options::Split>,
 }
 
 /// `nemoconv completions`.
@@ -332,7 +337,11 @@ impl RunArgs {
                 crate::launch::note_ignored_launcher(self.quiet);
                 None
             }
-        };
+        }
+        .map(|w| nemoconv::options::Worker {
+            split: self.split.unwrap_or_default(),
+            ..w
+        });
         if options.worker.is_some() && self.force {
             return Err(usage_error(
                 "--force cannot be used by workers; remove the old output before the run"

@@ -3,7 +3,7 @@
 
 use std::num::NonZeroUsize;
 
-use nemoconv::options::Worker;
+use nemoconv::options::{Split, Worker};
 
 /// The most `-j` accepts: beyond it a typo, not a wish (issue 11, item 4).
 const MAX_THREADS: usize = 1024;
@@ -69,7 +69,17 @@ pub fn parse_worker(text: &str) -> Result<Worker, String> {
     if count == 0 || index >= count {
         return Err(format!("worker {index}/{count}: K must be below M"));
     }
-    Ok(Worker { index, count })
+    Ok(Worker {
+        index,
+        count,
+        split: Split::default(),
+    })
+}
+
+/// Parses `--split`: `bytes` or `shards`.
+pub fn parse_split(text: &str) -> Result<Split, String> {
+    Split::parse(text)
+        .ok_or_else(|| format!("{text:?} is not a split mode; write bytes (the default) or shards"))
 }
 
 /// The launcher variables that `--worker auto` reads: torchrun's, then Slurm's.

@@ -6,7 +6,7 @@ use std::ops::Range;
 use fancy_regex::Regex;
 
 use crate::dtype::Dtype;
-pub use crate::execute::Worker;
+pub use crate::execute::{Split, Worker};
 pub use crate::family::nemotron_v3::HfPrefix;
 
 /// `transformers`' default shard cap: 5 GB, decimal.

@@ -40,6 +40,9 @@ Report = dict[str, Any]
 Dtype = Literal["bf16", "f16", "f32"]
 """The values of `--dtype`."""
 
+Split = Literal["bytes", "shards"]
+"""The values of `--split`: how workers (`worker=`) divide a run."""
+
 
 def from_hf(
     src: StrPath,
@@ -55,6 +58,7 @@ def from_hf(
     force: bool = False,
     dry_run: bool = False,
     worker: str | None = None,
+    split: Split | None = None,
 ) -> Report:
     """`nemoconv from-hf SRC DST`: HF layout to internal layout.
 
@@ -72,6 +76,7 @@ def from_hf(
         force=force,
         dry_run=dry_run,
         worker=worker,
+        split=split,
     )
     return _report(["from-hf", "--json", *flags, "--", os.fspath(src), os.fspath(dst)])
 
@@ -87,6 +92,7 @@ def to_hf(
     force: bool = False,
     dry_run: bool = False,
     worker: str | None = None,
+    split: Split | None = None,
 ) -> Report:
     """`nemoconv to-hf SRC... DST`: internal layout to HF layout.
 
@@ -102,6 +108,7 @@ def to_hf(
         force=force,
         dry_run=dry_run,
         worker=worker,
+        split=split,
     )
     paths = [os.fspath(p) for p in [*sources, dst]]
     return _report(["to-hf", "--json", *flags, "--", *paths])
@@ -118,6 +125,7 @@ def consolidate(
     force: bool = False,
     dry_run: bool = False,
     worker: str | None = None,
+    split: Split | None = None,
 ) -> Report:
     """`nemoconv consolidate SRC DST`: NeMo Automodel's sharded training save to HF layout.
 
@@ -132,6 +140,7 @@ def consolidate(
         force=force,
         dry_run=dry_run,
         worker=worker,
+        split=split,
     )
     return _report(["consolidate", "--json", *flags, "--", os.fspath(src), os.fspath(dst)])
 

@@ -7,9 +7,11 @@ mod assemble;
 mod claim;
 mod jobs;
 pub mod kernels;
+mod marker;
 mod owner;
 mod prefetch;
 mod run;
+mod share;
 mod spread;
 mod staging;
 mod writer;
@@ -20,7 +22,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-pub use spread::{Worker, abandon, finalize};
+pub use spread::{Split, Worker, abandon, finalize};
 pub use staging::Staging;
 
 use crate::catalog::{Catalog, INDEX_FILE};
@@ -48,11 +50,11 @@ impl Progress for NoProgress {}
 /// What a finished run wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
-    /// Output tensors.
+    /// Output tensors written (by a worker: those it wrote at least one byte of).
     pub tensors: usize,
-    /// Output tensor bytes.
+    /// Output tensor bytes written (headers not counted).
     pub bytes: u64,
-    /// Output shard files.
+    /// Output shard files written (by a worker: those it wrote at least one byte of).
     pub shards: usize,
     /// Bytes of the non-weight files copied beside the shards (config, tokenizer, ...).
     pub copied_bytes: u64,
@@ -107,39 +109,55 @@ pub fn execute(
             .sum::<Result<u64>>()?,
         false => 0,
     };
-    let files = shard_files(targets, staging.dir(), worker);
-    let guard = PartialFiles(&files);
-    // Every shard is made (and its space reserved) before the first byte, then closed: a
-    // batch opens its one file, so descriptors stay bounded by the threads (issue 11, item 8).
-    for f in files.iter().filter(|f| f.mine) {
-        drop(writer::create_shard(&f.partial, f.shard)?);
-    }
+    let files = shard_files(targets, staging.dir());
     let bases = targets.iter().scan(0, |next, t| {
         let base = *next;
         *next += t.plan.shards.len();
         Some(base)
     });
-    let mine: Vec<jobs::Job> = targets
+    let all: Vec<jobs::Job> = targets
         .iter()
         .zip(bases)
         .flat_map(|(target, base)| jobs::jobs(target.plan, base))
-        .filter(|j| files[j.file].mine)
         .collect();
-    let batches = jobs::batches(mine);
-    let total: u64 = files
-        .iter()
-        .filter(|f| f.mine)
-        .map(|f| f.shard.len_bytes - f.shard.header.len() as u64)
-        .sum();
+    let header_lens: Vec<u64> = files.iter().map(|f| f.shard.header.len() as u64).collect();
+    let share = share::Share::of(worker, &header_lens, all);
+    let touched: Vec<bool> = (0..files.len()).map(|f| share.touches(f)).collect();
+    // A file is this process's alone in a plain run or in shard mode: it may remove it on
+    // failure. Files shared by byte ranges stay: other workers are writing them.
+    let whole = worker.is_none_or(|w| w.split == Split::Shards);
+    let guard = PartialFiles {
+        files: &files,
+        mine: if whole {
+            touched.clone()
+        } else {
+            vec![false; files.len()]
+        },
+    };
+    // Every shard is made (and its space reserved) before the first byte, then closed: a
+    // batch opens its one file, so descriptors stay bounded by the threads (issue 11, item 8).
+    for (f, _) in files.iter().zip(&touched).filter(|(_, t)| **t) {
+        match worker {
+            None => drop(writer::create_shard(&f.partial, f.shard)?),
+            Some(_) => writer::open_shared_shard(&f.partial, f.shard, share.headers[f.index])?,
+        }
+    }
+    let total: u64 = share.jobs.iter().map(jobs::Job::out_len).sum();
+    let tensors = tensors_touched(targets, &share);
+    let ranges = share.ranges;
+    let batches = jobs::batches(share.jobs);
     progress.start(total + copied_bytes);
     let result = run_in_order(&batches, catalog, &files, progress, cancel);
     progress.finish();
     result?;
-    for f in files.iter().filter(|f| f.mine) {
+    for (f, _) in files.iter().zip(&touched).filter(|(_, t)| **t) {
         let out = writer::open_shard(&f.partial)?;
         out.file.sync_all().map_err(Error::io(&f.partial, "sync"))?;
-        std::fs::rename(&f.partial, &f.path)
-            .map_err(Error::io(&f.path, "rename finished shard"))?;
+        // A worker's shards are renamed by `finalize`, once every worker wrote its part.
+        if worker.is_none() {
+            std::fs::rename(&f.partial, &f.path)
+                .map_err(Error::io(&f.path, "rename finished shard"))?;
+        }
     }
     std::mem::forget(guard);
     if copies_files {
@@ -174,27 +192,52 @@ pub fn execute(
     match worker {
         None => staging.commit()?,
         Some(worker) => {
-            spread::mark_done(staging.dir(), worker, targets)?;
+            let out_files = (files.iter())
+                .map(|f| marker::OutFile {
+                    path: f.rel.to_string_lossy().into_owned(),
+                    len: f.shard.len_bytes,
+                })
+                .collect();
+            let written = (ranges.iter())
+                .map(|(file, r)| marker::Written {
+                    file: *file,
+                    offset: r.start,
+                    len: r.end - r.start,
+                })
+                .collect();
+            spread::mark_done(staging.dir(), worker, targets, out_files, written)?;
             staging.keep();
         }
-    }
-    // Only the tensors of this process's shards (an idle worker wrote none).
-    let mut base = 0;
-    let mut tensors = 0;
-    for target in targets {
-        tensors += (target.plan.placements.iter())
-            .filter(|p| files[base + p.shard].mine)
-            .count();
-        base += target.plan.shards.len();
     }
     Ok(Summary {
         tensors,
         bytes: total,
-        shards: files.iter().filter(|f| f.mine).count(),
+        shards: touched.iter().filter(|t| **t).count(),
         copied_bytes,
         seconds: started.elapsed().as_secs_f64(),
         notes,
     })
+}
+
+/// The output tensors of which `share` writes at least one byte (a tensor split between
+/// workers counts for each of them; an empty tensor for whoever writes its shard's header).
+fn tensors_touched(targets: &[Target], share: &share::Share) -> usize {
+    let mut base = 0;
+    let mut count = 0;
+    for target in targets {
+        for (t, p) in target.plan.tensors.iter().zip(&target.plan.placements) {
+            let file = base + p.shard;
+            let len = t.len_bytes().unwrap_or(0);
+            let hit = match len {
+                0 => share.headers[file],
+                _ => (share.ranges.iter())
+                    .any(|(f, r)| *f == file && r.start < p.offset + len && p.offset < r.end),
+            };
+            count += usize::from(hit);
+        }
+        base += target.plan.shards.len();
+    }
+    count
 }
 
 /// Runs `batches` on every thread of the current pool, each thread taking the next batch in
@@ -249,43 +292,44 @@ fn run_in_order(
     }
 }
 
-/// One output shard file of a run, with where it is written and whether this process writes it.
+/// One output shard file of a run, with where it is written.
 struct ShardFile<'a> {
+    /// Index in the run's list of output files.
+    index: usize,
     shard: &'a crate::plan::OutputShard,
+    /// Below the work directory.
+    rel: std::path::PathBuf,
     path: std::path::PathBuf,
     partial: std::path::PathBuf,
-    mine: bool,
 }
 
-/// Removes this process's unfinished `.partial` shards if the run fails.
-struct PartialFiles<'a, 'b>(&'a [ShardFile<'b>]);
+/// Removes the unfinished `.partial` shards this process alone writes if the run fails.
+struct PartialFiles<'a, 'b> {
+    files: &'a [ShardFile<'b>],
+    mine: Vec<bool>,
+}
 
 impl Drop for PartialFiles<'_, '_> {
     fn drop(&mut self) {
-        for f in self.0.iter().filter(|f| f.mine) {
+        for (f, _) in self.files.iter().zip(&self.mine).filter(|(_, m)| **m) {
             let _ = std::fs::remove_file(&f.partial);
         }
     }
 }
 
-/// Every shard of every target in one deterministic order, dealt round-robin to workers.
-fn shard_files<'a>(
-    targets: &[Target<'a>],
-    dir: &Path,
-    worker: Option<Worker>,
-) -> Vec<ShardFile<'a>> {
+/// Every shard of every target in one deterministic order: the run's output files.
+fn shard_files<'a>(targets: &[Target<'a>], dir: &Path) -> Vec<ShardFile<'a>> {
     let mut files = Vec::new();
     for target in targets {
         for shard in &target.plan.shards {
-            let i = files.len();
-            let path = dir.join(target.subdir).join(&shard.file_name);
-            let mut partial = path.clone().into_os_string();
-            partial.push(".partial");
+            let rel = target.subdir.join(&shard.file_name);
+            let path = dir.join(&rel);
             files.push(ShardFile {
+                index: files.len(),
                 shard,
+                partial: marker::partial(&path),
+                rel,
                 path,
-                partial: partial.into(),
-                mine: worker.is_none_or(|w| i % w.count == w.index),
             });
         }
     }

@@ -1,42 +1,78 @@
-//! Runs spread over processes or machines: each worker writes its share of the shards into a
-//! shared work directory and leaves a marker with a digest of the plan; `finalize` checks that
-//! every worker finished the same plan and that every shard is complete, then publishes.
+//! Runs spread over processes or machines: each worker writes its share of the run into a
+//! shared work directory and leaves a marker (see `marker`) with a digest of the plan and the
+//! byte ranges it wrote; `finalize` checks that every worker finished the same plan and that
+//! together they wrote every byte of every shard, then publishes.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Target;
+use super::marker::{self, Marker, OutFile, Written};
 use super::staging::Staging;
 use super::writer;
 use crate::catalog::{Catalog, INDEX_FILE};
 use crate::error::{Error, Result};
 
-/// Names of the markers workers leave: `.nemoconv-worker-K-of-M`.
-const MARKER_PREFIX: &str = ".nemoconv-worker-";
+/// How the workers of a spread run divide it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// The run's units of work (jobs of at most 32 MiB and shard headers), in run order, cut
+    /// into M contiguous parts of about equal bytes; workers write into the same shard files.
+    #[default]
+    Bytes,
+    /// Whole shard files dealt round-robin: worker K writes shards K, K + M, ...; for file
+    /// systems where several hosts must not write one file.
+    Shards,
+}
 
-/// One worker's share of a run spread over processes or machines: worker `index` of `count`
-/// writes shards `index, index + count, ...` of the run's one deterministic list of shards.
+impl Split {
+    /// The name `--split` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Bytes => "bytes",
+            Split::Shards => "shards",
+        }
+    }
+
+    /// Parses a name of [`Split::name`].
+    pub fn parse(text: &str) -> Option<Split> {
+        [Split::Bytes, Split::Shards]
+            .into_iter()
+            .find(|s| s.name() == text)
+    }
+}
+
+/// One worker's share of a run spread over processes or machines: worker `index` of `count`,
+/// dividing the run as `split` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Worker {
     /// This worker, `< count`.
     pub index: usize,
     /// How many workers share the run.
     pub count: usize,
+    /// How the workers divide the run.
+    pub split: Split,
 }
 
-/// Records that `worker` has written all its shards of `targets`.
+/// Records that `worker` has written (and synced) `ranges` of the run's output `files`.
 ///
 /// # Errors
 /// [`Error::Io`] naming the marker.
-pub fn mark_done(dir: &Path, worker: Worker, targets: &[Target]) -> Result<()> {
-    let path = dir.join(format!(
-        "{MARKER_PREFIX}{}-of-{}",
-        worker.index, worker.count
-    ));
-    writer::write_synced(&path, format!("{:016x}\n", digest(targets)).as_bytes())
+pub fn mark_done(
+    dir: &Path,
+    worker: Worker,
+    targets: &[Target],
+    files: Vec<OutFile>,
+    ranges: Vec<Written>,
+) -> Result<()> {
+    let marker = Marker::new(digest(targets), worker, files, ranges);
+    let path = dir.join(Marker::file_name(worker.index, worker.count));
+    writer::write_synced(&path, &marker.to_bytes())
 }
 
 /// A digest of everything the workers must agree on: every shard's name and header (names,
@@ -80,16 +116,25 @@ impl Canonical {
     }
 }
 
-/// Checks that every worker of a spread run finished the same plan and every shard is
-/// complete, then makes the output visible at once.
+/// Checks that every worker of a spread run finished the same plan and that together they
+/// wrote every byte of every shard, then makes the output visible at once.
 ///
 /// # Errors
 /// [`Error::Output`] when the work directory is missing, a worker has not finished, workers
-/// ran different plans, a shard is incomplete, or an output appeared meanwhile;
-/// [`Error::Interrupted`] when `cancel` is set before the output is published.
+/// ran different plans or split modes, a byte of a shard was written by no worker, a shard
+/// is incomplete, or an output appeared meanwhile; [`Error::Interrupted`] when `cancel` is
+/// set before the output is published.
 pub fn finalize(output: &Path, cancel: &AtomicBool) -> Result<()> {
     Staging::finalize(output, |dir| {
-        let markers = check_markers(dir)?;
+        let (files, markers) = marker::check(dir)?;
+        for file in &files {
+            let path = dir.join(&file.path);
+            let partial = marker::partial(&path);
+            if partial.exists() {
+                std::fs::rename(&partial, &path)
+                    .map_err(Error::io(&path, "rename finished shard"))?;
+            }
+        }
         check_shards(dir, cancel)?;
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
@@ -110,59 +155,8 @@ pub fn abandon(output: &Path) -> Result<std::path::PathBuf> {
     Staging::abandon(output)
 }
 
-/// Every worker 0..M left a marker, all with one M and one digest; gives the markers' paths.
-fn check_markers(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
-    let mut markers = Vec::new();
-    for entry in std::fs::read_dir(dir)
-        .map_err(Error::io(dir, "list work directory"))?
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some((k, m)) = name
-            .strip_prefix(MARKER_PREFIX)
-            .and_then(|r| r.split_once("-of-"))
-        {
-            let text =
-                std::fs::read_to_string(entry.path()).map_err(Error::io(entry.path(), "read"))?;
-            markers.push((k.parse::<usize>().ok(), m.parse::<usize>().ok(), text));
-        }
-    }
-    let refuse = |reason: String| {
-        Err(Error::Output {
-            path: dir.to_path_buf(),
-            reason,
-        })
-    };
-    let Some((_, Some(count), digest)) = markers.first().cloned() else {
-        return refuse(
-            "no worker has finished yet; run the workers (--worker K/M) first".to_string(),
-        );
-    };
-    if markers
-        .iter()
-        .any(|(_, m, d)| *m != Some(count) || *d != digest)
-    {
-        return refuse(format!(
-            "workers ran with different options or worker counts; to start over run `nemoconv finalize --abandon {}` (it removes {}), then rerun every worker with one command",
-            output_of(dir).display(),
-            dir.display()
-        ));
-    }
-    let missing: Vec<usize> = (0..count)
-        .filter(|k| !markers.iter().any(|(i, _, _)| *i == Some(*k)))
-        .collect();
-    if !missing.is_empty() {
-        return refuse(format!(
-            "workers {missing:?} of {count} have not finished; run them, then finalize again"
-        ));
-    }
-    Ok((0..count)
-        .map(|k| dir.join(format!("{MARKER_PREFIX}{k}-of-{count}")))
-        .collect())
-}
-
 /// The OUT whose work directory is `dir` (`.OUT.nemoconv-tmp-work` beside it).
-fn output_of(dir: &Path) -> std::path::PathBuf {
+pub(super) fn output_of(dir: &Path) -> std::path::PathBuf {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -33,6 +33,30 @@ pub fn create_shard(path: &Path, shard: &OutputShard) -> Result<File> {
     Ok(file)
 }
 
+/// Opens (creating if need be, never truncating) a shard that several workers write at once
+/// (`--split bytes`), sets its final size (idempotent: every worker does it), and writes its
+/// header when `header` says this worker owns it.
+///
+/// # Errors
+/// [`Error::Io`] naming the shard.
+pub fn open_shared_shard(path: &Path, shard: &OutputShard, header: bool) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(Error::io(parent, "create directory"))?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(Error::io(path, "create"))?;
+    reserve(&file, shard.len_bytes).map_err(Error::io(path, "reserve space"))?;
+    if header {
+        write_at(&file, &shard.header, 0, path)?;
+    }
+    Ok(())
+}
+
 /// Alignment of the direct writes: a page, so a direct write never touches a page-cache page
 /// that holds another job's buffered bytes.
 pub const DIRECT_ALIGN_BYTES: usize = 4096;

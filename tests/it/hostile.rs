@@ -338,8 +338,12 @@ fn a_fifo_shard_is_called_a_fifo() {
 #[test]
 fn an_idle_worker_says_it_wrote_nothing() {
     let case = Case::golden_hf();
-    // The golden output is one shard: worker 1 of 2 has none.
-    let run = from_hf(&["--worker", "1/2"], &case.input, &case.out);
+    // The golden output is one shard: dealt by whole shards, worker 1 of 2 has none.
+    let run = from_hf(
+        &["--worker", "1/2", "--split", "shards"],
+        &case.input,
+        &case.out,
+    );
     run.success().stderr_has("wrote 0 tensors");
 }
 

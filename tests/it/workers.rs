@@ -8,6 +8,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+mod split;
+
 use crate::builder::{CheckpointBuilder, Files};
 use crate::harness::{Run, dir_entries, file_bytes, nemoconv, sha256_dir, shard_files, tempdir};
 

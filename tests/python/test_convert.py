@@ -50,11 +50,14 @@ def test_ep_slices_equal_reference_and_merge_back(golden: Path, tmp_path: Path) 
     assert_same_tensors(read_output(tmp_path / "merged"), read_checkpoint(golden / "roundtrip_hf"))
 
 
-def test_workers_then_finalize_give_the_bytes_of_one_run(golden: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("split", [None, "bytes", "shards"])
+def test_workers_then_finalize_give_the_bytes_of_one_run(
+    golden: Path, tmp_path: Path, split: nemoconv.Split | None
+) -> None:
     one, spread = tmp_path / "one", tmp_path / "spread"
     nemoconv.from_hf(golden / "hf", one, max_shard_size="4KB")
     for k in (0, 1):
-        nemoconv.from_hf(golden / "hf", spread, max_shard_size="4KB", worker=f"{k}/2")
+        nemoconv.from_hf(golden / "hf", spread, max_shard_size="4KB", worker=f"{k}/2", split=split)
         assert not spread.exists(), "a worker's output is visible before finalize"
     nemoconv.finalize(spread)
     files = sorted(p.name for p in one.iterdir())
