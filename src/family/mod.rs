@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crate::catalog::Catalog;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::options::Options;
+use crate::options::{EpSlice, FromHfOptions, ToHfOptions};
 use crate::plan::{FileChanges, OutputTensor};
 
 /// Which naming scheme a checkpoint uses.
@@ -37,7 +37,8 @@ pub struct Conversion {
 
 /// The naming rules of one model family.
 pub trait Family: Sync + std::fmt::Debug {
-    /// HF layout → internal layout.
+    /// HF layout → internal layout: all experts, or only those of `slice` (the caller turns
+    /// [`crate::options::ExpertParallel`] into one call per output).
     ///
     /// # Errors
     /// Any rule the input breaks, naming the tensor.
@@ -45,7 +46,8 @@ pub trait Family: Sync + std::fmt::Debug {
         &self,
         catalog: &Catalog,
         config: &ModelConfig,
-        options: &Options,
+        options: &FromHfOptions,
+        slice: Option<EpSlice>,
     ) -> Result<Conversion>;
 
     /// Internal layout → HF layout.
@@ -56,7 +58,7 @@ pub trait Family: Sync + std::fmt::Debug {
         &self,
         catalog: &Catalog,
         config: &ModelConfig,
-        options: &Options,
+        options: &ToHfOptions,
     ) -> Result<Conversion>;
 }
 

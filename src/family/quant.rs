@@ -9,7 +9,7 @@ use crate::catalog::{Catalog, TensorEntry, TensorId};
 use crate::config::ModelConfig;
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
-use crate::options::Options;
+use crate::options::FromHfOptions;
 use crate::plan::{FileChanges, OutputTensor, Recipe, Scale, Source};
 
 /// ModelOpt's per-tensor scale of a weight (`value = stored * weight_scale`).
@@ -97,7 +97,11 @@ pub fn detect(catalog: &Catalog, config: &ModelConfig) -> Option<Finding> {
 ///
 /// # Errors
 /// [`Error::Quantized`] for a refused input, or what [`plan_dequantize`] finds.
-pub fn plan_for(catalog: &Catalog, config: &ModelConfig, options: &Options) -> Result<Dequant> {
+pub fn plan_for(
+    catalog: &Catalog,
+    config: &ModelConfig,
+    options: &FromHfOptions,
+) -> Result<Dequant> {
     if options.dequantize {
         return plan_dequantize(catalog, config);
     }

@@ -16,7 +16,7 @@ use crate::config::{LayerKind, ModelConfig};
 use crate::dtype::{self, Dtype};
 use crate::error::{Error, Result};
 use crate::family::quant;
-use crate::options::{EpSlice, Options};
+use crate::options::{EpSlice, FromHfOptions, ToHfOptions};
 use crate::plan::{OutputTensor, Recipe};
 
 /// The NemotronV3 family.
@@ -34,7 +34,8 @@ impl Family for NemotronV3 {
         &self,
         catalog: &Catalog,
         config: &ModelConfig,
-        options: &Options,
+        options: &FromHfOptions,
+        slice: Option<EpSlice>,
     ) -> Result<Conversion> {
         layout::check_layout(catalog, Layout::Hf)?;
         let prefix = layout::detect_prefix(catalog)?;
@@ -83,7 +84,7 @@ impl Family for NemotronV3 {
         }
         check_moe_layers_have_experts(catalog, config, &groups, options)?;
         if !groups.is_empty() {
-            let shape = expert_shape(config, options.ep, "--ep-size", "to merge experts")?;
+            let shape = expert_shape(config, slice, "--ep-size", "to merge experts")?;
             let out_dtype = options
                 .expert_dtype
                 .or(config.torch_dtype)
@@ -94,7 +95,7 @@ impl Family for NemotronV3 {
         quant::attach_scales(&mut conv.tensors, &dequant);
         conv.files = dequant.files;
         conv.metadata = meta::record(Layout::Internal, prefix.word());
-        if let Some(ep) = options.ep {
+        if let Some(ep) = slice {
             let e = config
                 .n_routed_experts
                 .ok_or_else(|| config.missing("n_routed_experts", "to slice experts"))?;
@@ -107,7 +108,7 @@ impl Family for NemotronV3 {
         &self,
         catalog: &Catalog,
         config: &ModelConfig,
-        options: &Options,
+        options: &ToHfOptions,
     ) -> Result<Conversion> {
         layout::check_layout(catalog, Layout::Internal)?;
         let recorded = catalog
@@ -144,7 +145,7 @@ impl Family for NemotronV3 {
 }
 
 /// SPEC §4.4: whether `--exclude-regex` removes this output name.
-fn is_excluded(options: &Options, name: &str) -> Result<bool> {
+fn is_excluded(options: &ToHfOptions, name: &str) -> Result<bool> {
     let Some(re) = &options.exclude else {
         return Ok(false);
     };
@@ -159,7 +160,7 @@ fn drop_or_refuse(
     catalog: &Catalog,
     id: TensorId,
     what: &'static str,
-    options: &Options,
+    options: &FromHfOptions,
     conv: &mut Conversion,
 ) -> Result<()> {
     let tensor = catalog.tensor(id).name.clone();
@@ -183,7 +184,7 @@ fn check_layer(
     id: TensorId,
     layer: u64,
     rest: &str,
-    options: &Options,
+    options: &FromHfOptions,
     conv: &mut Conversion,
 ) -> Result<bool> {
     let t = catalog.tensor(id);
@@ -226,7 +227,7 @@ fn classify_expert(
     id: TensorId,
     e: &ExpertName,
     name: String,
-    options: &Options,
+    options: &FromHfOptions,
     conv: &mut Conversion,
     groups: &mut Groups,
 ) -> Result<()> {
@@ -277,7 +278,7 @@ fn check_moe_layers_have_experts(
     catalog: &Catalog,
     config: &ModelConfig,
     groups: &Groups,
-    options: &Options,
+    options: &FromHfOptions,
 ) -> Result<()> {
     if options.lenient {
         return Ok(());
@@ -314,13 +315,13 @@ pub(crate) fn expert_shape(
         .moe_intermediate_size
         .ok_or_else(|| config.missing("moe_intermediate_size", why))?;
     if let Some(ep) = ep
-        && ep.size > n_experts
+        && ep.size() > n_experts
     {
         return Err(Error::Checkpoint {
             path: config.path.clone(),
             reason: format!(
                 "{ep_name} {} is larger than n_routed_experts ({n_experts}); every rank needs at least one expert",
-                ep.size
+                ep.size()
             ),
         });
     }

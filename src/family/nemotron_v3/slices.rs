@@ -45,7 +45,7 @@ pub fn part_shapes(catalog: &Catalog, config: &ModelConfig) -> Result<Vec<Expert
                     "is not an expert-parallel slice (its shards record no ep_size/ep_rank); give only slices of one checkpoint",
                 ));
             };
-            let this = (config.n_routed_experts.unwrap_or(0), ep.size);
+            let this = (config.n_routed_experts.unwrap_or(0), ep.size());
             if *mesh.get_or_insert(this) != this {
                 return Err(slice_error(
                     catalog,
@@ -56,13 +56,13 @@ pub fn part_shapes(catalog: &Catalog, config: &ModelConfig) -> Result<Vec<Expert
                     ),
                 ));
             }
-            if let Some(other) = ranks.insert(ep.rank, p) {
+            if let Some(other) = ranks.insert(ep.rank(), p) {
                 return Err(slice_error(
                     catalog,
                     p,
                     &format!(
                         "is rank {} again (also {}); give each rank once",
-                        ep.rank,
+                        ep.rank(),
                         catalog.parts[other].dir.display()
                     ),
                 ));

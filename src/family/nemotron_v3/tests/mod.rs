@@ -10,13 +10,14 @@ use std::path::Path;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+use super::HfPrefix;
 use super::NemotronV3;
 use crate::catalog::{Catalog, TensorId};
 use crate::config::{LayerKind, ModelConfig};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::family::{Conversion, Family};
-use crate::options::{EpSlice, HfPrefix, Options, anchored_regex};
+use crate::options::{EpSlice, FromHfOptions, ToHfOptions, anchored_regex};
 use crate::plan::{OutputTensor, Recipe, Source};
 
 // ---------------------------------------------------------------------------------------------
@@ -134,23 +135,32 @@ fn moe_config(pattern: &str, n_experts: u64) -> ModelConfig {
     ))
 }
 
-fn lenient() -> Options {
-    Options {
+fn lenient() -> FromHfOptions {
+    FromHfOptions {
         lenient: true,
-        ..Options::default()
+        ..FromHfOptions::default()
     }
 }
 
 /// from-hf with the default options and a config of `pattern` and E experts.
 fn from_hf_default(ck: &Ckpt, pattern: &str, n_experts: u64) -> Result<Conversion> {
-    from_hf(ck, &moe_config(pattern, n_experts), &Options::default())
+    from_hf(
+        ck,
+        &moe_config(pattern, n_experts),
+        &FromHfOptions::default(),
+    )
 }
 
-fn from_hf(ck: &Ckpt, config: &ModelConfig, options: &Options) -> Result<Conversion> {
-    NemotronV3.plan_from_hf(&ck.catalog, config, options)
+fn from_hf(ck: &Ckpt, config: &ModelConfig, options: &FromHfOptions) -> Result<Conversion> {
+    NemotronV3.plan_from_hf(&ck.catalog, config, options, None)
 }
 
-fn to_hf(ck: &Ckpt, config: &ModelConfig, options: &Options) -> Result<Conversion> {
+/// from-hf with the default options, writing only the experts of `slice`.
+fn from_hf_slice(ck: &Ckpt, config: &ModelConfig, slice: Option<EpSlice>) -> Result<Conversion> {
+    NemotronV3.plan_from_hf(&ck.catalog, config, &FromHfOptions::default(), slice)
+}
+
+fn to_hf(ck: &Ckpt, config: &ModelConfig, options: &ToHfOptions) -> Result<Conversion> {
     NemotronV3.plan_to_hf(&ck.catalog, config, options)
 }
 

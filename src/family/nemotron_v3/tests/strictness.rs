@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn missing_expert_is_refused_even_when_lenient() {
     let ck = hf(hf_experts(L0, [0, 1, 3], BF16));
-    for options in [Options::default(), lenient()] {
+    for options in [FromHfOptions::default(), lenient()] {
         let err = from_hf(&ck, &moe_config("E", 4), &options).unwrap_err();
         assert!(
             matches!(
@@ -24,7 +24,7 @@ fn layer_with_up_but_no_down_experts_is_refused() {
         t(expert(L0, 0, "up_proj"), BF16, &[I, H]),
         t(expert(L0, 1, "up_proj"), BF16, &[I, H]),
     ]);
-    for options in [Options::default(), lenient()] {
+    for options in [FromHfOptions::default(), lenient()] {
         let err = from_hf(&ck, &moe_config("E", 2), &options).unwrap_err();
         assert!(
             matches!(
@@ -199,7 +199,7 @@ fn expert_bias_is_refused_even_when_lenient() {
     let mut tensors = hf_experts(L0, 0..2, BF16);
     tensors.push(t(bias.as_str(), BF16, &[I]));
     let ck = hf(tensors);
-    for options in [Options::default(), lenient()] {
+    for options in [FromHfOptions::default(), lenient()] {
         let err = from_hf(&ck, &moe_config("E", 2), &options).unwrap_err();
         assert!(
             matches!(&err, Error::ExpertBias { tensor, .. } if *tensor == bias),
@@ -215,7 +215,7 @@ fn mlp_bias_true_is_refused() {
         r#"{"hybrid_override_pattern": "E", "n_routed_experts": 2,
             "moe_intermediate_size": 2, "mlp_bias": true}"#,
     );
-    for options in [Options::default(), lenient()] {
+    for options in [FromHfOptions::default(), lenient()] {
         let err = from_hf(&ck, &cfg, &options).unwrap_err();
         assert!(
             matches!(
