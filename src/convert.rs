@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use crate::catalog::Catalog;
 use crate::catalog::dcp::HF_METADATA_DIR;
 use crate::config::{CONFIG_FILE, ModelConfig};
-use crate::error::{Error, Result};
+use crate::error::{CheckpointError, Error, Result};
 use crate::execute::{self, Progress, Summary, Target};
 use crate::family;
 use crate::options::{ConvertOptions, EpSlice, ExpertParallel, RunOptions, ToHfOptions};
@@ -131,18 +131,17 @@ pub fn plan(inputs: &[PathBuf], options: &ConvertOptions) -> Result<Planned> {
     // Issue 11, item 6: a checkpoint without tensors is no checkpoint (inspect and verify
     // refuse it), so none is written.
     if plans.iter().any(|(_, p)| p.tensors.is_empty()) {
-        return Err(Error::Checkpoint {
-            path: inputs[0].clone(),
-            reason: match options {
-                ConvertOptions::ToHf(ToHfOptions {
-                    exclude: Some(re), ..
-                }) => format!(
-                    "--exclude-regex {:?} leaves out every tensor, so the output would hold none; nothing was written",
-                    re.pattern()
-                ),
-                _ => "the output would hold no tensor; nothing was written".to_string(),
+        let path = inputs[0].clone();
+        return Err(match options {
+            ConvertOptions::ToHf(ToHfOptions {
+                exclude: Some(re), ..
+            }) => CheckpointError::AllExcluded {
+                path,
+                pattern: re.pattern().to_string(),
             },
-        });
+            _ => CheckpointError::EmptyOutput { path },
+        }
+        .into());
     }
     Ok(Planned { catalog, plans })
 }
@@ -277,35 +276,27 @@ fn check_slice_set(dir: &Path, slices: &[PathBuf]) -> Result<()> {
         .filter_map(|p| p.file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .collect();
-    let refuse = |reason: String| {
-        Err(Error::Checkpoint {
-            path: dir.to_path_buf(),
-            reason,
-        })
-    };
+    let path = dir.to_path_buf();
     let Some(size) = names
         .first()
         .and_then(|n| n.rsplit_once("-of-"))
         .and_then(|(_, n)| n.parse::<u64>().ok())
     else {
-        return refuse(format!(
-            "holds directories {names:?} that are not named rank-R-of-N; give the slice directories themselves"
-        ));
+        return Err(CheckpointError::SliceDirNames { path, names }.into());
     };
     // A name may claim any mesh size: ranks are looked up, never all spelled out.
-    let missing: Vec<String> = (0..size)
+    let missing: Vec<u64> = (0..size)
         .filter(|&r| !names.contains(&slice_dir_name(r, size)))
         .take(names.len() + 1)
-        .map(|r| format!("rank {r} ({})", slice_dir_name(r, size)))
         .collect();
     match (missing.is_empty(), names.len() as u64 == size) {
         (true, true) => Ok(()),
-        (true, false) => refuse(format!(
-            "holds {names:?}, which are not the {size} slices of one mesh; give the slice directories themselves"
-        )),
-        (false, _) => refuse(format!(
-            "{} of {size} missing; every rank of the mesh is needed to merge",
-            missing.join(", ")
-        )),
+        (true, false) => Err(CheckpointError::NotOneMesh { path, names, size }.into()),
+        (false, _) => Err(CheckpointError::MissingSliceDirs {
+            path,
+            missing,
+            size,
+        }
+        .into()),
     }
 }

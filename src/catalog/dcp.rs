@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::{Catalog, HeaderEntry, Piece, Shard, ShardId, TensorEntry, coverage, list_dir};
-use crate::error::{Error, Result};
+use crate::error::{CheckpointError, Error, Result};
 
 /// The `__metadata__` key of a shard file holding each piece's offsets, as JSON text.
 pub const SHARDING_INFO: &str = "DCP_SHARDING_INFO";
@@ -125,13 +125,11 @@ impl Catalog {
         let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
         for file in &shard_files {
             let (shard, entries) = Shard::open(&dir.join(file))?;
-            let id =
-                ShardId(
-                    u32::try_from(catalog.shards.len()).map_err(|_| Error::Checkpoint {
-                        path: dir.to_path_buf(),
-                        reason: "more than 4 billion shard files".to_string(),
-                    })?,
-                );
+            let id = ShardId(u32::try_from(catalog.shards.len()).map_err(|_| {
+                CheckpointError::TooManyShards {
+                    path: dir.to_path_buf(),
+                }
+            })?);
             let pieces = pieces_of(&shard, id, entries)?;
             catalog.shards.push(shard);
             for (name, dtype, piece) in pieces {

@@ -12,7 +12,7 @@ use super::Target;
 use super::staging::Staging;
 use super::writer;
 use crate::catalog::{Catalog, INDEX_FILE};
-use crate::error::{Error, Result};
+use crate::error::{Error, OutputError, Result};
 
 /// Names of the markers workers leave: `.nemoconv-worker-K-of-M`.
 const MARKER_PREFIX: &str = ".nemoconv-worker-";
@@ -84,7 +84,7 @@ impl Canonical {
 /// complete, then makes the output visible at once.
 ///
 /// # Errors
-/// [`Error::Output`] when the work directory is missing, a worker has not finished, workers
+/// [`OutputError`] when the work directory is missing, a worker has not finished, workers
 /// ran different plans, a shard is incomplete, or an output appeared meanwhile;
 /// [`Error::Interrupted`] when `cancel` is set before the output is published.
 pub fn finalize(output: &Path, cancel: &AtomicBool) -> Result<()> {
@@ -105,7 +105,7 @@ pub fn finalize(output: &Path, cancel: &AtomicBool) -> Result<()> {
 /// gives its path.
 ///
 /// # Errors
-/// [`Error::Output`] when there is none.
+/// [`OutputError`] when there is none.
 pub fn abandon(output: &Path) -> Result<std::path::PathBuf> {
     Staging::abandon(output)
 }
@@ -127,34 +127,30 @@ fn check_markers(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
             markers.push((k.parse::<usize>().ok(), m.parse::<usize>().ok(), text));
         }
     }
-    let refuse = |reason: String| {
-        Err(Error::Output {
-            path: dir.to_path_buf(),
-            reason,
-        })
-    };
+    let path = || dir.to_path_buf();
     let Some((_, Some(count), digest)) = markers.first().cloned() else {
-        return refuse(
-            "no worker has finished yet; run the workers (--worker K/M) first".to_string(),
-        );
+        return Err(OutputError::NoWorkerFinished { path: path() }.into());
     };
     if markers
         .iter()
         .any(|(_, m, d)| *m != Some(count) || *d != digest)
     {
-        return refuse(format!(
-            "workers ran with different options or worker counts; to start over run `nemoconv finalize --abandon {}` (it removes {}), then rerun every worker with one command",
-            output_of(dir).display(),
-            dir.display()
-        ));
+        return Err(OutputError::WorkersDisagree {
+            path: path(),
+            output: output_of(dir),
+        }
+        .into());
     }
     let missing: Vec<usize> = (0..count)
         .filter(|k| !markers.iter().any(|(i, _, _)| *i == Some(*k)))
         .collect();
     if !missing.is_empty() {
-        return refuse(format!(
-            "workers {missing:?} of {count} have not finished; run them, then finalize again"
-        ));
+        return Err(OutputError::WorkersUnfinished {
+            path: path(),
+            missing,
+            count,
+        }
+        .into());
     }
     Ok((0..count)
         .map(|k| dir.join(format!("{MARKER_PREFIX}{k}-of-{count}")))
@@ -189,13 +185,13 @@ fn check_shards(dir: &Path, cancel: &AtomicBool) -> Result<()> {
             if path.is_dir() {
                 dirs.push(path);
             } else if path.extension().is_some_and(|e| e == "partial") {
-                return Err(Error::Output { path, reason: "is still being written (a worker is running or died); wait for it or rerun it".to_string() });
+                return Err(OutputError::StillWriting { path }.into());
             }
         }
         if d.join(INDEX_FILE).exists() {
-            Catalog::open(&d).map_err(|e| Error::Output {
+            Catalog::open(&d).map_err(|e| OutputError::Incomplete {
                 path: d.clone(),
-                reason: format!("not complete: {e}; rerun the worker that writes it"),
+                source: Box::new(e),
             })?;
         }
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::catalog::Catalog;
 use crate::config::ModelConfig;
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Result};
 use crate::options::{EpSlice, FromHfOptions, ToHfOptions};
 use crate::plan::{FileChanges, OutputTensor};
 
@@ -65,16 +65,15 @@ pub trait Family: Sync + std::fmt::Debug {
 /// The family for a config's `model_type` (a config without one is taken as NemotronV3).
 ///
 /// # Errors
-/// [`Error::BadConfig`] for a model type no family handles.
+/// [`ConfigError::UnsupportedModelType`] for a model type no family handles.
 pub fn detect(config: &ModelConfig) -> Result<&'static dyn Family> {
     match config.model_type.as_deref() {
         None | Some(nemotron_v3::MODEL_TYPE) => Ok(&nemotron_v3::NemotronV3),
-        Some(other) => Err(Error::BadConfig {
+        Some(other) => Err(ConfigError::UnsupportedModelType {
             path: config.path.clone(),
-            reason: format!(
-                "model_type {other:?} is not supported; nemoconv converts {:?} checkpoints",
-                nemotron_v3::MODEL_TYPE
-            ),
-        }),
+            model_type: other.to_string(),
+            supported: nemotron_v3::MODEL_TYPE,
+        }
+        .into()),
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::catalog::{Catalog, TensorEntry, TensorId};
 use crate::config::ModelConfig;
 use crate::dtype::Dtype;
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::options::FromHfOptions;
 use crate::plan::{FileChanges, OutputTensor, Recipe, Scale, Source};
 
@@ -211,12 +211,11 @@ fn block_size(config: &ModelConfig) -> Result<[u64; 2]> {
     {
         None => Ok(DEFAULT_BLOCK),
         Some(&[r, c]) if r > 0 && c > 0 => Ok([r, c]),
-        Some(other) => Err(Error::BadConfig {
+        Some(other) => Err(ConfigError::BlockSize {
             path: config.path.clone(),
-            reason: format!(
-                "quantization_config.weight_block_size {other:?} is not two positive numbers"
-            ),
-        }),
+            found: other.to_vec(),
+        }
+        .into()),
     }
 }
 

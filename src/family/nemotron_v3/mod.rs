@@ -14,7 +14,7 @@ use super::{Conversion, Family, Layout, meta};
 use crate::catalog::{Catalog, TensorId};
 use crate::config::{LayerKind, ModelConfig};
 use crate::dtype::{self, Dtype};
-use crate::error::{Error, Result};
+use crate::error::{CheckpointError, Error, Result};
 use crate::family::quant;
 use crate::options::{EpSlice, FromHfOptions, ToHfOptions};
 use crate::plan::{OutputTensor, Recipe};
@@ -305,8 +305,8 @@ fn check_moe_layers_have_experts(
 pub(crate) fn expert_shape(
     config: &ModelConfig,
     ep: Option<EpSlice>,
-    ep_name: &str,
-    why: &str,
+    ep_name: &'static str,
+    why: &'static str,
 ) -> Result<ExpertShape> {
     let n_experts = config
         .n_routed_experts
@@ -317,13 +317,13 @@ pub(crate) fn expert_shape(
     if let Some(ep) = ep
         && ep.size() > n_experts
     {
-        return Err(Error::Checkpoint {
+        return Err(CheckpointError::MeshTooLarge {
             path: config.path.clone(),
-            reason: format!(
-                "{ep_name} {} is larger than n_routed_experts ({n_experts}); every rank needs at least one expert",
-                ep.size()
-            ),
-        });
+            setting: ep_name,
+            size: ep.size(),
+            n_experts,
+        }
+        .into());
     }
     let ids = ep.map_or(0..n_experts, |ep| ep.range(n_experts));
     Ok(ExpertShape { inter, ids })

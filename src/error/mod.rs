@@ -1,7 +1,17 @@
 //! The library's one error type. Every variant names the file and, where there is one, the
 //! tensor, and says what to do. Nothing here prints or exits.
 
+mod checkpoint;
+mod config;
+mod index;
+mod output;
+
 use std::path::PathBuf;
+
+pub use checkpoint::CheckpointError;
+pub use config::ConfigError;
+pub use index::IndexError;
+pub use output::OutputError;
 
 /// Result with nemoconv's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -58,16 +68,6 @@ pub enum Error {
         /// The file's size when it was opened.
         len_bytes: u64,
     },
-    /// A tensor in a shard uses a dtype nemoconv cannot handle here.
-    #[error("{path}: tensor {tensor:?}: {reason}")]
-    BadTensor {
-        /// The shard file.
-        path: PathBuf,
-        /// The tensor name.
-        tensor: String,
-        /// What is wrong and what to do.
-        reason: String,
-    },
     /// The same tensor name appears in two shards.
     #[error("{second}: tensor {tensor:?} is also in {first}; remove one copy")]
     DuplicateTensor {
@@ -78,34 +78,12 @@ pub enum Error {
         /// The shard seen second.
         second: PathBuf,
     },
-    /// `model.safetensors.index.json` is not valid JSON or lacks `weight_map`.
-    #[error("{path}: not a valid index: {reason}")]
-    BadIndex {
-        /// The index file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The index and the shards disagree.
-    #[error(
-        "{path}: tensor {tensor:?}: {reason}; the index does not match the shards, regenerate it or restore the missing files"
-    )]
-    IndexMismatch {
-        /// The index file.
-        path: PathBuf,
-        /// The tensor involved.
-        tensor: String,
-        /// What disagrees.
-        reason: String,
-    },
-    /// `config.json` is missing, not JSON, or lacks a field the conversion needs.
-    #[error("{path}: {reason}")]
-    BadConfig {
-        /// The config file.
-        path: PathBuf,
-        /// What is wrong and what to do.
-        reason: String,
-    },
+    /// `model.safetensors.index.json` is invalid or disagrees with the shards.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// `config.json` is missing, not JSON, or lacks or misstates a field.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// Both `backbone.` and `model.` prefixed names are present (SPEC §3.1).
     #[error(
         "{path}: tensor {tensor:?} has prefix {prefix:?} but {other:?} has {other_prefix:?}; a checkpoint must use one prefix"
@@ -251,21 +229,11 @@ pub enum Error {
         to: String,
     },
     /// A rule about the checkpoint as a whole, not one tensor, is broken.
-    #[error("{path}: {reason}")]
-    Checkpoint {
-        /// The input directory.
-        path: PathBuf,
-        /// What is wrong and what to do.
-        reason: String,
-    },
-    /// The output location cannot be used.
-    #[error("{path}: {reason}")]
-    Output {
-        /// The output path.
-        path: PathBuf,
-        /// What is wrong and what to do.
-        reason: String,
-    },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The output location cannot be used, or a spread run is not ready to finalize.
+    #[error(transparent)]
+    Output(#[from] OutputError),
     /// `--exclude-regex` could not decide on a name (it backtracked past its limit).
     #[error("--exclude-regex {pattern:?} could not decide on {tensor:?}; simplify the pattern")]
     ExcludeRegex {
