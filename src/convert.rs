@@ -60,10 +60,7 @@ pub fn plan(inputs: &[PathBuf], options: &ConvertOptions) -> Result<Planned> {
     if direction == Direction::ToHf
         && let Some(dir) = inputs.iter().find(|d| crate::catalog::dcp::is_dcp(d))
     {
-        return Err(Error::WrongLayout {
-            path: dir.clone(),
-            reason: "is a training checkpoint (rank shards and .hf_metadata/), already in HF names; use nemoconv consolidate for an HF checkpoint, or from-hf for the internal layout".to_string(),
-        });
+        return Err(Error::TrainingCheckpointToHf { path: dir.clone() });
     }
     let (catalog, stored) = match options {
         ConvertOptions::FromHf(options) if training => {

@@ -18,7 +18,7 @@ use crate::catalog::{Catalog, INDEX_FILE, TensorEntry, TensorId};
 use crate::config::CONFIG_FILE;
 use crate::convert::{Planned, Report};
 use crate::dtype;
-use crate::error::{Error, Result};
+use crate::error::{Error, MappingProblem, Result};
 use crate::execute::Progress;
 use crate::options::ConsolidateOptions;
 use crate::plan::{Extras, OutputTensor, Plan, Recipe, Slot, Source};
@@ -251,7 +251,7 @@ fn extras(
         let text = std::fs::read_to_string(&path).map_err(Error::io(&path, "read"))?;
         let bytes = output::cast_config(&text, cast).ok_or_else(|| Error::BadHfMetadata {
             path: path.clone(),
-            reason: "is not a JSON object, so its dtype cannot be set for --dtype".to_string(),
+            problem: MappingProblem::ConfigNotAnObject,
         })?;
         copy_files.retain(|f| f != Path::new(CONFIG_FILE));
         written_files.insert(PathBuf::from(CONFIG_FILE), bytes);

@@ -3,15 +3,19 @@
 
 mod checkpoint;
 mod config;
+mod format;
 mod index;
 mod output;
+mod tensor;
 
 use std::path::PathBuf;
 
 pub use checkpoint::CheckpointError;
 pub use config::ConfigError;
+pub use format::{HeaderProblem, MappingProblem, ShardingProblem};
 pub use index::IndexError;
 pub use output::OutputError;
+pub use tensor::{DequantProblem, ExpertProblem, LayoutEvidence, PieceDifference};
 
 /// Result with nemoconv's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -48,13 +52,14 @@ pub enum Error {
     },
     /// A shard's header could not be read or failed safetensors' checks.
     #[error(
-        "{path}: not a valid safetensors file: {reason}; the file is damaged or incomplete, download or copy it again"
+        "{path}: not a valid safetensors file, damaged or incomplete (download or copy it again)"
     )]
     BadShard {
         /// The shard file.
         path: PathBuf,
-        /// What is wrong, from the safetensors crate or from nemoconv's own checks.
-        reason: String,
+        /// What is wrong, from nemoconv's checks or the safetensors crate.
+        #[source]
+        problem: HeaderProblem,
     },
     /// A shard became shorter than its header says while nemoconv was reading it.
     #[error(
@@ -171,14 +176,14 @@ pub enum Error {
         n_missing: usize,
     },
     /// Experts of one group disagree in shape or dtype, or with the config.
-    #[error("{path}: tensor {tensor:?}: {reason}")]
+    #[error("{path}: tensor {tensor:?}: {problem}")]
     ExpertMismatch {
         /// The shard.
         path: PathBuf,
         /// The tensor.
         tensor: String,
-        /// What disagrees with what.
-        reason: String,
+        /// What disagrees with what (boxed: it can hold two shapes).
+        problem: Box<ExpertProblem>,
     },
     /// A merged expert tensor has the wrong shape for to-hf (SPEC §4.5).
     #[error("{path}: tensor {tensor:?}: shape {shape:?}, expected {expected}")]
@@ -209,12 +214,22 @@ pub enum Error {
         found: &'static str,
     },
     /// The input is not in the layout the command converts from.
-    #[error("{path}: {reason}")]
+    #[error("{path}: {found}; this input is already converted, use `nemoconv {command}`")]
     WrongLayout {
         /// The input directory.
         path: PathBuf,
-        /// What was found and which command to use.
-        reason: String,
+        /// What shows the layout.
+        found: LayoutEvidence,
+        /// The command that converts from it.
+        command: &'static str,
+    },
+    /// to-hf was given a training checkpoint, whose names are HF names already.
+    #[error(
+        "{path}: is a training checkpoint (rank shards and .hf_metadata/), already in HF names; use nemoconv consolidate for an HF checkpoint, or from-hf for the internal layout"
+    )]
+    TrainingCheckpointToHf {
+        /// The input directory.
+        path: PathBuf,
     },
     /// A tensor needs a dtype conversion nemoconv does not do.
     #[error("{path}: tensor {tensor:?}: cannot convert {from} to {to}")]
@@ -256,14 +271,14 @@ pub enum Error {
         what: String,
     },
     /// A quantized tensor cannot be dequantized.
-    #[error("{path}: tensor {tensor:?}: {reason}")]
+    #[error("{path}: tensor {tensor:?}: {problem}")]
     Dequantize {
         /// The shard.
         path: PathBuf,
         /// The tensor.
         tensor: String,
         /// Why.
-        reason: String,
+        problem: DequantProblem,
     },
     /// A `*.safetensors` of a DCP training checkpoint without DCP sharding metadata.
     #[error(
@@ -274,16 +289,17 @@ pub enum Error {
         path: PathBuf,
     },
     /// A shard's DCP sharding metadata does not describe its tensors.
-    #[error("{path}: DCP sharding metadata: {reason}; the file is damaged")]
+    #[error("{path}: the DCP sharding metadata is damaged")]
     BadSharding {
         /// The shard file.
         path: PathBuf,
         /// What is wrong, naming the tensor.
-        reason: String,
+        #[source]
+        problem: ShardingProblem,
     },
     /// Two pieces of one tensor have different dtypes or ranks.
     #[error(
-        "{path}: tensor {tensor:?}: {reason} than its piece in {first}; the shard files are not of one save"
+        "{path}: tensor {tensor:?}: {difference} than its piece in {first}; the shard files are not of one save"
     )]
     PieceMismatch {
         /// The shard holding the disagreeing piece.
@@ -292,8 +308,8 @@ pub enum Error {
         tensor: String,
         /// The shard holding the first piece.
         first: PathBuf,
-        /// What differs ("piece is F32, a different dtype").
-        reason: String,
+        /// What differs.
+        difference: PieceDifference,
     },
     /// Two pieces of one tensor cover the same elements.
     #[error(
@@ -336,12 +352,13 @@ pub enum Error {
         path: PathBuf,
     },
     /// A file of `.hf_metadata/` cannot be used.
-    #[error("{path}: {reason}")]
+    #[error("{path}: not a usable .hf_metadata file")]
     BadHfMetadata {
         /// The file.
         path: PathBuf,
         /// What is wrong, naming the tensor where one is at fault.
-        reason: String,
+        #[source]
+        problem: MappingProblem,
     },
     /// A tensor the shards hold that the file-index mapping does not list.
     #[error(

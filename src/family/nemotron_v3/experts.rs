@@ -7,7 +7,7 @@ use std::ops::Range;
 use super::names::{HfPrefix, MergedName, Proj};
 use crate::catalog::{Catalog, TensorId};
 use crate::dtype::Dtype;
-use crate::error::{Error, Result};
+use crate::error::{Error, ExpertProblem, Result};
 use crate::plan::{OutputTensor, Recipe, Source};
 
 /// Identifies one merge group: scope text (`model.`, `mtp.`, ``), layer, projection.
@@ -73,21 +73,22 @@ pub fn merge(
                 return Err(mismatch(
                     catalog,
                     first,
-                    format!(
-                        "shape [{rows}, {cols}] does not have moe_intermediate_size ({}) where a {} expert needs it; fix config.json",
-                        shape.inter,
-                        proj.hf_word()
-                    ),
+                    ExpertProblem::NoIntermediateDim {
+                        rows,
+                        cols,
+                        inter: shape.inter,
+                        proj: proj.hf_word(),
+                    },
                 ));
             }
             if *hidden.get_or_insert(hidden_dim) != hidden_dim {
                 return Err(mismatch(
                     catalog,
                     first,
-                    format!(
-                        "its width {hidden_dim} differs from the layer's up_proj experts ({})",
-                        hidden.unwrap_or(0)
-                    ),
+                    ExpertProblem::Width {
+                        width: hidden_dim,
+                        up_width: hidden.unwrap_or(0),
+                    },
                 ));
             }
             if !crate::dtype::can_cast(dtype, out_dtype) {
@@ -145,10 +146,9 @@ fn uniform_shape(catalog: &Catalog, ids: &[TensorId]) -> Result<(u64, u64, Dtype
         return Err(mismatch(
             catalog,
             ids[0],
-            format!(
-                "an expert matrix must be 2-D, found shape {:?}",
-                first.shape
-            ),
+            ExpertProblem::NotAMatrix {
+                shape: first.shape.clone(),
+            },
         ));
     };
     for &id in &ids[1..] {
@@ -157,10 +157,13 @@ fn uniform_shape(catalog: &Catalog, ids: &[TensorId]) -> Result<(u64, u64, Dtype
             return Err(mismatch(
                 catalog,
                 id,
-                format!(
-                    "{:?} {:?} differs from {:?} {:?} of {:?}; all experts of a layer must agree",
-                    t.dtype, t.shape, first.dtype, first.shape, first.name
-                ),
+                ExpertProblem::Differs {
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    first_dtype: first.dtype,
+                    first_shape: first.shape.clone(),
+                    first: first.name.clone(),
+                },
             ));
         }
     }
@@ -245,10 +248,10 @@ fn hf_expert_name(prefix: HfPrefix, scope: &str, layer: u64, id: u64, proj: Proj
     )
 }
 
-fn mismatch(catalog: &Catalog, id: TensorId, reason: String) -> Error {
+fn mismatch(catalog: &Catalog, id: TensorId, problem: ExpertProblem) -> Error {
     Error::ExpertMismatch {
         path: catalog.path_of(id).to_path_buf(),
         tensor: catalog.tensor(id).name.clone(),
-        reason,
+        problem: Box::new(problem),
     }
 }

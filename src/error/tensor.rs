@@ -1,0 +1,134 @@
+//! What is wrong with one tensor, as typed values that [`crate::Error`]'s variants carry
+//! beside the file and tensor they name.
+
+use crate::dtype::Dtype;
+
+/// Why the experts of one group cannot be merged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExpertProblem {
+    /// The matrix lacks `moe_intermediate_size` where its projection needs it.
+    #[error(
+        "shape [{rows}, {cols}] does not have moe_intermediate_size ({inter}) where a {proj} expert needs it; fix config.json"
+    )]
+    NoIntermediateDim {
+        /// Rows.
+        rows: u64,
+        /// Columns.
+        cols: u64,
+        /// `moe_intermediate_size`.
+        inter: u64,
+        /// `up_proj` or `down_proj`.
+        proj: &'static str,
+    },
+    /// Its hidden width differs from the layer's `up_proj` experts.
+    #[error("its width {width} differs from the layer's up_proj experts ({up_width})")]
+    Width {
+        /// This group's width.
+        width: u64,
+        /// The `up_proj` group's width.
+        up_width: u64,
+    },
+    /// An expert tensor that is not a matrix.
+    #[error("an expert matrix must be 2-D, found shape {shape:?}")]
+    NotAMatrix {
+        /// Its shape.
+        shape: Vec<u64>,
+    },
+    /// An expert whose dtype or shape differs from the group's first.
+    #[error(
+        "{dtype:?} {shape:?} differs from {first_dtype:?} {first_shape:?} of {first:?}; all experts of a layer must agree"
+    )]
+    Differs {
+        /// Its dtype.
+        dtype: Dtype,
+        /// Its shape.
+        shape: Vec<u64>,
+        /// The first expert's dtype.
+        first_dtype: Dtype,
+        /// The first expert's shape.
+        first_shape: Vec<u64>,
+        /// The first expert's name.
+        first: String,
+    },
+}
+
+/// What shows that an input is in the other layout than the command converts from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LayoutEvidence {
+    /// Its shards record the internal layout.
+    #[error("its shards are marked as internal layout")]
+    MarkedInternal,
+    /// Its shards record the HF layout.
+    #[error("its shards are marked as HF layout")]
+    MarkedHf,
+    /// A tensor has an internal name.
+    #[error("tensor {0:?} is in the internal layout")]
+    InternalTensor(String),
+    /// A tensor has an HF name.
+    #[error("tensor {0:?} has an HF name")]
+    HfTensor(String),
+}
+
+/// Why a quantized tensor cannot be dequantized.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DequantProblem {
+    /// NVFP4, which nemoconv does not unpack.
+    #[error(
+        "NVFP4 (U8-packed FP4 with weight_scale_2) cannot be dequantized by nemoconv; dequantize it with ModelOpt first"
+    )]
+    Nvfp4,
+    /// An FP8 weight without any scale.
+    #[error("FP8 weight without weight_scale or weight_scale_inv; cannot dequantize it")]
+    NoScale,
+    /// A block scale whose shape does not fit the weight and block.
+    #[error("its weight_scale_inv has shape {shape:?}, expected {expected:?} for {block:?} blocks")]
+    BlockScaleShape {
+        /// The scale's shape.
+        shape: Vec<u64>,
+        /// The shape the weight and block need.
+        expected: [u64; 2],
+        /// The block.
+        block: [u64; 2],
+    },
+    /// A scale that is neither per-tensor nor per-row.
+    #[error(
+        "its weight_scale has shape {shape:?}; nemoconv dequantizes per-tensor or per-row scales"
+    )]
+    ScaleShape {
+        /// The scale's shape.
+        shape: Vec<u64>,
+    },
+    /// A scale of a dtype nemoconv does not read.
+    #[error("its scale {scale:?} is {dtype:?}; nemoconv reads F32, BF16 or F16 scales")]
+    ScaleDtype {
+        /// The scale tensor.
+        scale: String,
+        /// Its dtype.
+        dtype: Dtype,
+    },
+}
+
+/// How a piece of a split tensor differs from its first piece.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PieceDifference {
+    /// Another dtype.
+    #[error("its piece here is {dtype}, a different dtype ({first})")]
+    Dtype {
+        /// This piece's dtype.
+        dtype: Dtype,
+        /// The first piece's dtype.
+        first: Dtype,
+    },
+    /// Another number of dims.
+    #[error("its piece here has {dims} dims, a different rank ({first})")]
+    Rank {
+        /// This piece's dims.
+        dims: usize,
+        /// The first piece's dims.
+        first: usize,
+    },
+}
