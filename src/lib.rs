@@ -46,6 +46,9 @@ pub mod options;
 pub mod plan;
 pub mod verify;
 
+#[cfg(test)]
+pub(crate) mod testing;
+
 pub use convert::{Direction, Report, convert, plan};
 pub use error::{Error, Result};
 pub use execute::{NoProgress, Progress, Summary};

@@ -6,9 +6,7 @@ use tempfile::TempDir;
 use super::*;
 use crate::dtype::Dtype;
 use crate::error::{ConfigError, Error};
-use crate::verify::fixture::{
-    Tensor, bf16s, f32s, tensor, write_checkpoint, write_config, write_shard,
-};
+use crate::testing::{Tensor, bf16s, f32s, tensor, write_checkpoint, write_config, write_shard};
 
 fn config(pattern: &str, n_experts: u64) -> serde_json::Value {
     json!({

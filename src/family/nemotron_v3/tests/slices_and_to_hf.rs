@@ -296,49 +296,45 @@ fn exclude_regex_applies_to_each_split_expert() {
     assert_outputs(&conv, expected);
 }
 
+/// SPEC §4.5: a merged tensor whose expert count or `I` dim is wrong is refused, naming the
+/// tensor and its shape. Each row: what is wrong, the two merged inputs, the tensor at fault.
 #[test]
-fn merged_tensor_with_wrong_first_dim_is_refused() {
-    let ck = internal(merged_inputs(2, BF16), INTERNAL_META);
-    let err = to_hf(&ck, &moe_config("E", 3), &ToHfOptions::default()).unwrap_err();
-    assert!(
-        matches!(&err, Error::MergedShape { tensor, shape, .. }
-            if tensor == MERGED_UP && *shape == vec![2, H, I]),
-        "{err:?}"
-    );
-}
-
-#[test]
-fn down_projs_not_i_in_dim1_is_refused() {
-    let ck = internal(
-        vec![
-            t(MERGED_UP, BF16, &[3, H, I]),
-            t(MERGED_DOWN, BF16, &[3, H, I]),
-        ],
-        INTERNAL_META,
-    );
-    let err = to_hf(&ck, &moe_config("E", 3), &ToHfOptions::default()).unwrap_err();
-    assert!(
-        matches!(&err, Error::MergedShape { tensor, shape, .. }
-            if tensor == MERGED_DOWN && *shape == vec![3, H, I]),
-        "{err:?}"
-    );
-}
-
-#[test]
-fn gate_and_up_projs_not_i_in_dim2_is_refused() {
-    let ck = internal(
-        vec![
-            t(MERGED_UP, BF16, &[3, I, H]),
-            t(MERGED_DOWN, BF16, &[3, I, H]),
-        ],
-        INTERNAL_META,
-    );
-    let err = to_hf(&ck, &moe_config("E", 3), &ToHfOptions::default()).unwrap_err();
-    assert!(
-        matches!(&err, Error::MergedShape { tensor, shape, .. }
-            if tensor == MERGED_UP && *shape == vec![3, I, H]),
-        "{err:?}"
-    );
+fn mis_shaped_merged_tensors_are_refused() {
+    let cases: [(&str, Vec<Spec>, &str, [u64; 3]); 3] = [
+        (
+            "first dim is not E",
+            merged_inputs(2, BF16),
+            MERGED_UP,
+            [2, H, I],
+        ),
+        (
+            "down_projs without I in dim 1",
+            vec![
+                t(MERGED_UP, BF16, &[3, H, I]),
+                t(MERGED_DOWN, BF16, &[3, H, I]),
+            ],
+            MERGED_DOWN,
+            [3, H, I],
+        ),
+        (
+            "gate_and_up_projs without I in dim 2",
+            vec![
+                t(MERGED_UP, BF16, &[3, I, H]),
+                t(MERGED_DOWN, BF16, &[3, I, H]),
+            ],
+            MERGED_UP,
+            [3, I, H],
+        ),
+    ];
+    for (case, inputs, culprit, culprit_shape) in cases {
+        let ck = internal(inputs, INTERNAL_META);
+        let err = to_hf(&ck, &moe_config("E", 3), &ToHfOptions::default()).unwrap_err();
+        assert!(
+            matches!(&err, Error::MergedShape { tensor, shape, .. }
+                if tensor == culprit && *shape == culprit_shape),
+            "{case}: {err:?}"
+        );
+    }
 }
 
 #[test]
