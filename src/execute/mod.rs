@@ -77,7 +77,7 @@ pub struct Target<'a> {
 /// [`finalize`] later makes visible.
 ///
 /// # Errors
-/// [`OutputError`] for an unusable target, [`Error::Io`] naming the file on any read or
+/// [`crate::error::OutputError`] for an unusable target, [`Error::Io`] naming the file on any read or
 /// write failure (a full disk included), [`Error::Interrupted`] when `cancel` is set.
 pub fn execute(
     targets: &[Target],

@@ -182,7 +182,7 @@ impl Plan {
     /// most `max_shard_bytes` and checks the result.
     ///
     /// # Errors
-    /// [`Error::Checkpoint`] when two outputs share a name or a recipe does not fit its tensor.
+    /// [`CheckpointError`] when two outputs share a name or a recipe does not fit its tensor.
     pub fn new(
         catalog: &Catalog,
         mut tensors: Vec<OutputTensor>,
@@ -225,7 +225,7 @@ impl Plan {
     /// output layout is a format rule, not nemoconv's choice (`consolidate`).
     ///
     /// # Errors
-    /// [`Error::Checkpoint`] when two outputs share a name or a recipe does not fit its tensor.
+    /// [`CheckpointError`] when two outputs share a name or a recipe does not fit its tensor.
     pub fn placed(
         catalog: &Catalog,
         files: Vec<(String, Vec<OutputTensor>)>,
