@@ -15,7 +15,7 @@ pub use config::ConfigError;
 pub use format::{HeaderProblem, MappingProblem, ShardingProblem};
 pub use index::IndexError;
 pub use output::OutputError;
-pub use tensor::{DequantProblem, ExpertProblem, LayoutEvidence, PieceDifference};
+pub use tensor::{DequantProblem, ExpectedMerged, ExpertProblem, LayoutEvidence, PieceDifference};
 
 /// Result with nemoconv's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -194,8 +194,8 @@ pub enum Error {
         tensor: String,
         /// The shape found.
         shape: Vec<u64>,
-        /// The expected shape, written with `*` for free dims.
-        expected: String,
+        /// The shape it must have.
+        expected: ExpectedMerged,
     },
     /// A tensor sits in a layer whose pattern kind cannot hold it.
     #[error(
@@ -403,3 +403,6 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -132,3 +132,37 @@ pub enum PieceDifference {
         first: usize,
     },
 }
+
+/// The shape a merged expert tensor must have (SPEC §4.5); the hidden width is free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedMerged {
+    /// `down_projs`: `[n, I, *]`.
+    Down {
+        /// Experts in the tensor.
+        n_experts: u64,
+        /// `moe_intermediate_size`.
+        inter: u64,
+    },
+    /// `gate_and_up_projs`: `[n, *, I]`.
+    GateAndUp {
+        /// Experts in the tensor.
+        n_experts: u64,
+        /// `moe_intermediate_size`.
+        inter: u64,
+    },
+}
+
+impl std::fmt::Display for ExpectedMerged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpectedMerged::Down { n_experts, inter } => write!(
+                f,
+                "[{n_experts}, {inter}, *] (experts, moe_intermediate_size, hidden)"
+            ),
+            ExpectedMerged::GateAndUp { n_experts, inter } => write!(
+                f,
+                "[{n_experts}, *, {inter}] (experts, hidden, moe_intermediate_size)"
+            ),
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::ops::Range;
 use super::names::{HfPrefix, MergedName, Proj};
 use crate::catalog::{Catalog, TensorId};
 use crate::dtype::Dtype;
-use crate::error::{Error, ExpertProblem, Result};
+use crate::error::{Error, ExpectedMerged, ExpertProblem, Result};
 use crate::plan::{OutputTensor, Recipe, Source};
 
 /// Identifies one merge group: scope text (`model.`, `mtp.`, ``), layer, projection.
@@ -191,15 +191,10 @@ pub fn split(
         _ => false,
     };
     if !ok {
+        let (n_experts, inter) = (n, shape.inter);
         let expected = match merged.proj {
-            Proj::Down => format!(
-                "[{n}, {}, *] (experts, moe_intermediate_size, hidden)",
-                shape.inter
-            ),
-            _ => format!(
-                "[{n}, *, {}] (experts, hidden, moe_intermediate_size)",
-                shape.inter
-            ),
+            Proj::Down => ExpectedMerged::Down { n_experts, inter },
+            _ => ExpectedMerged::GateAndUp { n_experts, inter },
         };
         return Err(Error::MergedShape {
             path: catalog.path_of(id).to_path_buf(),
