@@ -1,13 +1,16 @@
 //! The command line: clap types, parsing into domain types, and the one function that turns
-//! arguments into library [`Options`]. Only the binary uses this file.
+//! arguments into each command's library options. Only the binary uses this file.
 
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use nemoconv::Options;
 use nemoconv::dtype::Dtype;
-use nemoconv::options::{EpSlice, ExcludeRegex, HfPrefix, anchored_regex};
+use nemoconv::family::nemotron_v3::HfPrefix;
+use nemoconv::options::{
+    ConsolidateOptions, EpSlice, ExcludeRegex, ExpertParallel, FromHfOptions, RunOptions,
+    ToHfOptions, anchored_regex,
+};
 use nemoconv::verify::{Allow, VerifyOptions};
 
 /// Convert NemotronV3 checkpoints between the HuggingFace and NeMo Automodel layouts.
@@ -319,18 +322,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-impl CommonArgs {
-    fn apply(&self, options: &mut Options) -> Result<(), clap::Error> {
-        options.max_shard_bytes = self.max_shard_size;
-        self.run.apply(options)
-    }
-}
-
 impl RunArgs {
-    fn apply(&self, options: &mut Options) -> Result<(), clap::Error> {
-        options.threads = crate::launch::capped_threads(self.threads, self.quiet);
-        options.force = self.force;
-        options.worker = match self.worker {
+    fn options(&self) -> Result<RunOptions, clap::Error> {
+        let threads = crate::launch::capped_threads(self.threads, self.quiet);
+        let worker = match self.worker {
             Some(crate::launch::WorkerArg::Share(w)) => Some(w),
             Some(crate::launch::WorkerArg::Auto) => crate::launch::worker_from_env()?,
             None => {
@@ -342,13 +337,17 @@ impl RunArgs {
             split: self.split.unwrap_or_default(),
             ..w
         });
-        if options.worker.is_some() && self.force {
+        if worker.is_some() && self.force {
             return Err(usage_error(
                 "--force cannot be used by workers; remove the old output before the run"
                     .to_string(),
             ));
         }
-        Ok(())
+        Ok(RunOptions {
+            threads,
+            worker,
+            force: self.force,
+        })
     }
 }
 
@@ -362,56 +361,54 @@ pub fn usage_error(message: String) -> clap::Error {
 ///
 /// # Errors
 /// A usage error for a rank not below the mesh size, or bad launcher variables.
-pub fn from_hf_options(args: &FromHfArgs) -> Result<Options, clap::Error> {
-    let mut options = Options {
+pub fn from_hf_options(args: &FromHfArgs) -> Result<FromHfOptions, clap::Error> {
+    let ep = match (args.ep_size, args.ep_rank) {
+        (Some(size), Some(rank)) => {
+            ExpertParallel::One(EpSlice::new(size, rank).ok_or_else(|| {
+                usage_error(format!("--ep-rank {rank} must be below --ep-size {size}"))
+            })?)
+        }
+        (Some(size), None) => NonZeroU64::new(size)
+            .map(ExpertParallel::All)
+            .ok_or_else(|| usage_error("--ep-size must be at least 1".to_string()))?,
+        (None, _) => ExpertParallel::None,
+    };
+    Ok(FromHfOptions {
+        run: args.common.run.options()?,
+        max_shard_bytes: args.common.max_shard_size,
         expert_dtype: args.dtype.map(DtypeArg::dtype),
         lenient: args.lenient,
         dequantize: args.dequantize,
-        ..Options::default()
-    };
-    match (args.ep_size, args.ep_rank) {
-        (Some(size), Some(rank)) if rank >= size => {
-            return Err(usage_error(format!(
-                "--ep-rank {rank} must be below --ep-size {size}"
-            )));
-        }
-        (Some(size), Some(rank)) => options.ep = Some(EpSlice { size, rank }),
-        (Some(size), None) => options.ep_all_ranks = Some(size),
-        (None, _) => {}
-    }
-    args.common.apply(&mut options)?;
-    Ok(options)
+        ep,
+    })
 }
 
 /// The library options for `consolidate`.
 ///
 /// # Errors
 /// A usage error for bad launcher variables.
-pub fn consolidate_options(args: &ConsolidateArgs) -> Result<Options, clap::Error> {
-    let mut options = Options {
+pub fn consolidate_options(args: &ConsolidateArgs) -> Result<ConsolidateOptions, clap::Error> {
+    Ok(ConsolidateOptions {
+        run: args.run.options()?,
         cast_dtype: args.dtype.map(DtypeArg::dtype),
         lenient: args.lenient,
-        ..Options::default()
-    };
-    args.run.apply(&mut options)?;
-    Ok(options)
+    })
 }
 
 /// The library options for `to-hf`.
 ///
 /// # Errors
 /// A usage error for bad launcher variables.
-pub fn to_hf_options(args: &ToHfArgs) -> Result<Options, clap::Error> {
-    let mut options = Options {
-        exclude: args.exclude_regex.clone().and_then(|r| r.0),
+pub fn to_hf_options(args: &ToHfArgs) -> Result<ToHfOptions, clap::Error> {
+    Ok(ToHfOptions {
+        run: args.common.run.options()?,
+        max_shard_bytes: args.common.max_shard_size,
         hf_prefix: args.hf_prefix.map(|p| match p {
             PrefixArg::Backbone => HfPrefix::Backbone,
             PrefixArg::Model => HfPrefix::Model,
         }),
-        ..Options::default()
-    };
-    args.common.apply(&mut options)?;
-    Ok(options)
+        exclude: args.exclude_regex.clone().and_then(|r| r.0),
+    })
 }
 
 /// The library options for `verify`.

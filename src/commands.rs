@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use clap::CommandFactory;
-use nemoconv::{Direction, Options};
+use nemoconv::options::{ConsolidateOptions, ConvertOptions};
 
 use crate::cli::{Cli, Command, CommonArgs, ConsolidateArgs};
 use crate::report;
@@ -18,10 +18,9 @@ pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<ExitCode> {
         Command::FromHf(args) => {
             let options = crate::cli::from_hf_options(&args).unwrap_or_else(|e| e.exit());
             convert(
-                Direction::FromHf,
                 std::slice::from_ref(&args.input),
                 &args.output,
-                &options,
+                &options.into(),
                 &args.common,
                 cancel,
             )
@@ -29,14 +28,7 @@ pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<ExitCode> {
         Command::ToHf(args) => {
             let options = crate::cli::to_hf_options(&args).unwrap_or_else(|e| e.exit());
             let (output, inputs) = args.paths.split_last().expect("clap requires two paths");
-            convert(
-                Direction::ToHf,
-                inputs,
-                output,
-                &options,
-                &args.common,
-                cancel,
-            )
+            convert(inputs, output, &options.into(), &args.common, cancel)
         }
         Command::Finalize(args) if args.abandon => {
             let removed = nemoconv::execute::abandon(&args.output)
@@ -83,17 +75,15 @@ pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<ExitCode> {
 }
 
 fn convert(
-    direction: Direction,
     inputs: &[PathBuf],
     output: &Path,
-    options: &Options,
+    options: &ConvertOptions,
     common: &CommonArgs,
     cancel: &AtomicBool,
 ) -> anyhow::Result<ExitCode> {
-    let name = if direction == Direction::FromHf {
-        "from-hf"
-    } else {
-        "to-hf"
+    let name = match options {
+        ConvertOptions::FromHf(_) => "from-hf",
+        ConvertOptions::ToHf(_) => "to-hf",
     };
     let context = || {
         let ins: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
@@ -101,13 +91,13 @@ fn convert(
     };
     let run = &common.run;
     if run.dry_run {
-        let planned = nemoconv::plan(direction, inputs, options).with_context(context)?;
+        let planned = nemoconv::plan(inputs, options).with_context(context)?;
         return print_stdout(&report::dry_run(&planned, run.json));
     }
     let progress = report::Bar::new(run.quiet);
-    let result = nemoconv::convert(direction, inputs, output, options, &progress, cancel)
-        .with_context(context)?;
-    report::finish(&result, options.worker, run.quiet || run.json);
+    let result =
+        nemoconv::convert(inputs, output, options, &progress, cancel).with_context(context)?;
+    report::finish(&result, options.run().worker, run.quiet || run.json);
     if run.json {
         let summary = report::json_summary(name, inputs, output, &result);
         return print_stdout(&report::json_line(&summary));
@@ -117,7 +107,7 @@ fn convert(
 
 fn consolidate(
     args: &ConsolidateArgs,
-    options: &Options,
+    options: &ConsolidateOptions,
     cancel: &AtomicBool,
 ) -> anyhow::Result<ExitCode> {
     let (input, output, run) = (&args.input, &args.output, &args.run);
@@ -131,7 +121,7 @@ fn consolidate(
     let done = nemoconv::consolidate::consolidate(input, output, options, &progress, cancel)
         .with_context(context)?;
     report::completed(&done.completed, run.quiet || run.json);
-    report::finish(&done.report, options.worker, run.quiet || run.json);
+    report::finish(&done.report, options.run.worker, run.quiet || run.json);
     if run.json {
         let inputs = std::slice::from_ref(input);
         let mut summary = report::json_summary("consolidate", inputs, output, &done.report);

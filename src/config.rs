@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::dtype::{self, Dtype};
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 
 /// The name of the config file in a checkpoint directory.
 pub const CONFIG_FILE: &str = "config.json";
@@ -125,14 +125,12 @@ impl ModelConfig {
     /// Reads `config.json` from a checkpoint directory.
     ///
     /// # Errors
-    /// [`Error::BadConfig`] when the file is missing, unreadable or not a valid config.
+    /// [`ConfigError`] when the file is missing, unreadable or not a valid config.
     pub fn open(dir: &Path) -> Result<ModelConfig> {
         let path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::BadConfig {
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Unreadable {
             path: path.clone(),
-            reason: format!(
-                "cannot read the model config: {e}; every checkpoint needs its config.json"
-            ),
+            source,
         })?;
         ModelConfig::from_json(&text, &path)
     }
@@ -140,24 +138,28 @@ impl ModelConfig {
     /// Parses the text of a `config.json`; `path` is only used in messages.
     ///
     /// # Errors
-    /// [`Error::BadConfig`] for invalid JSON, a bad pattern letter or an unknown dtype.
+    /// [`ConfigError`] for invalid JSON, a bad pattern letter or an unknown dtype.
     pub fn from_json(text: &str, path: &Path) -> Result<ModelConfig> {
-        let bad = |reason: String| Error::BadConfig {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let json = crate::json::parse(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let path_buf = || path.to_path_buf();
+        let json = crate::json::parse(text).map_err(|source| ConfigError::Json {
+            path: path_buf(),
+            source,
+        })?;
         if !json.is_object() {
-            return Err(bad(format!(
-                "must be a JSON object of model settings, found {}",
-                json_kind(&json)
-            )));
+            return Err(ConfigError::NotAnObject {
+                path: path_buf(),
+                found: json_kind(&json),
+            }
+            .into());
         }
-        let raw: RawConfig = serde_json::from_value(json.clone())
-            .map_err(|e| bad(format!("not a valid config: {e}")))?;
+        let raw: RawConfig =
+            serde_json::from_value(json.clone()).map_err(|source| ConfigError::Fields {
+                path: path_buf(),
+                source,
+            })?;
         let pattern = match (&raw.hybrid_override_pattern, &raw.layers_block_type) {
-            (Some(letters), _) => parse_pattern(letters).map_err(bad)?,
-            (None, Some(types)) => parse_block_types(types).map_err(bad)?,
+            (Some(letters), _) => parse_pattern(letters, path)?,
+            (None, Some(types)) => parse_block_types(types, path)?,
             (None, None) => Vec::new(),
         };
         // Issue 11, item 16: a layer count that disagrees with the pattern is a broken config.
@@ -165,19 +167,33 @@ impl ModelConfig {
             && !pattern.is_empty()
             && n != pattern.len() as u64
         {
-            return Err(bad(format!(
-                "num_hidden_layers is {n} but the layer pattern has {} layers; fix config.json so they agree",
-                pattern.len()
-            )));
+            return Err(ConfigError::LayerCount {
+                path: path_buf(),
+                num_hidden_layers: n,
+                n_layers: pattern.len(),
+            }
+            .into());
         }
         let dtype_value = raw.torch_dtype.or(raw.dtype).filter(|v| !v.is_null());
         let torch_dtype = match dtype_value {
             None => None,
-            Some(serde_json::Value::String(name)) => Some(
-                dtype::from_torch_name(&name)
-                    .ok_or_else(|| bad(format!("torch_dtype {name:?} is not a dtype nemoconv knows; use bfloat16, float16 or float32")))?,
-            ),
-            Some(other) => return Err(bad(format!("torch_dtype must be a string, found {other}"))),
+            Some(serde_json::Value::String(name)) => match dtype::from_torch_name(&name) {
+                Some(dtype) => Some(dtype),
+                None => {
+                    return Err(ConfigError::UnknownDtype {
+                        path: path_buf(),
+                        name,
+                    }
+                    .into());
+                }
+            },
+            Some(found) => {
+                return Err(ConfigError::DtypeNotString {
+                    path: path_buf(),
+                    found,
+                }
+                .into());
+            }
         };
         Ok(ModelConfig {
             path: path.to_path_buf(),
@@ -204,12 +220,14 @@ impl ModelConfig {
         self.pattern.len() as u64
     }
 
-    /// A [`Error::BadConfig`] saying that `field` is needed and missing.
-    pub fn missing(&self, field: &str, why: &str) -> Error {
-        Error::BadConfig {
+    /// A [`ConfigError::MissingField`] saying that `field` is needed, and `why`.
+    pub fn missing(&self, field: &'static str, why: &'static str) -> Error {
+        ConfigError::MissingField {
             path: self.path.clone(),
-            reason: format!("field {field:?} is missing; it is needed {why}"),
+            field,
+            why,
         }
+        .into()
     }
 }
 
@@ -225,25 +243,30 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
-fn parse_pattern(letters: &str) -> std::result::Result<Vec<LayerKind>, String> {
+fn parse_pattern(letters: &str, path: &Path) -> Result<Vec<LayerKind>, ConfigError> {
     letters
         .chars()
         .enumerate()
-        .map(|(i, c)| {
-            LayerKind::from_letter(c).ok_or_else(|| {
-                format!("hybrid_override_pattern {letters:?}: letter {c:?} at layer {i} is not one of M * - E")
+        .map(|(layer, letter)| {
+            LayerKind::from_letter(letter).ok_or_else(|| ConfigError::PatternLetter {
+                path: path.to_path_buf(),
+                pattern: letters.to_string(),
+                letter,
+                layer,
             })
         })
         .collect()
 }
 
-fn parse_block_types(types: &[String]) -> std::result::Result<Vec<LayerKind>, String> {
+fn parse_block_types(types: &[String], path: &Path) -> Result<Vec<LayerKind>, ConfigError> {
     types
         .iter()
         .enumerate()
-        .map(|(i, t)| {
-            LayerKind::from_block_type(t).ok_or_else(|| {
-                format!("layers_block_type[{i}] = {t:?} is not one of mamba, attention, mlp, moe")
+        .map(|(layer, t)| {
+            LayerKind::from_block_type(t).ok_or_else(|| ConfigError::BlockType {
+                path: path.to_path_buf(),
+                layer,
+                found: t.clone(),
             })
         })
         .collect()
@@ -279,7 +302,7 @@ mod tests {
     fn bad_pattern_letter_is_refused() {
         assert!(matches!(
             parse(r#"{"hybrid_override_pattern": "MX"}"#),
-            Err(Error::BadConfig { .. })
+            Err(Error::Config(ConfigError::PatternLetter { .. }))
         ));
     }
 
@@ -299,21 +322,32 @@ mod tests {
     #[test]
     fn num_hidden_layers_must_match_the_pattern() {
         let err = parse(r#"{"hybrid_override_pattern": "ME*-", "num_hidden_layers": 99}"#);
-        assert!(
-            matches!(err, Err(Error::BadConfig { reason, .. }) if reason.contains("num_hidden_layers is 99"))
-        );
+        assert!(matches!(
+            err,
+            Err(Error::Config(ConfigError::LayerCount {
+                num_hidden_layers: 99,
+                ..
+            }))
+        ));
     }
 
     #[test]
     fn a_config_that_is_not_an_object_is_refused_as_such() {
         let err = parse("[1, 2]");
-        assert!(
-            matches!(err, Err(Error::BadConfig { reason, .. }) if reason.contains("found an array"))
-        );
+        assert!(matches!(
+            err,
+            Err(Error::Config(ConfigError::NotAnObject {
+                found: "an array",
+                ..
+            }))
+        ));
     }
 
     #[test]
     fn invalid_json_is_refused() {
-        assert!(matches!(parse("{"), Err(Error::BadConfig { .. })));
+        assert!(matches!(
+            parse("{"),
+            Err(Error::Config(ConfigError::Json { .. }))
+        ));
     }
 }

@@ -6,10 +6,10 @@ use std::sync::atomic::AtomicBool;
 use crate::catalog::Catalog;
 use crate::catalog::dcp::HF_METADATA_DIR;
 use crate::config::{CONFIG_FILE, ModelConfig};
-use crate::error::{Error, Result};
+use crate::error::{CheckpointError, Error, Result};
 use crate::execute::{self, Progress, Summary, Target};
 use crate::family;
-use crate::options::{EpSlice, Options};
+use crate::options::{ConvertOptions, EpSlice, ExpertParallel, RunOptions, ToHfOptions};
 use crate::plan::Plan;
 
 /// Which way a conversion goes.
@@ -44,12 +44,14 @@ pub fn slice_dir_name(rank: u64, size: u64) -> String {
     format!("rank-{rank:05}-of-{size:05}")
 }
 
-/// Reads the checkpoint(s) in `inputs` and plans the conversion, writing nothing. Several
-/// inputs (or one directory holding `rank-*` slices) are the slices of one checkpoint.
+/// Reads the checkpoint(s) in `inputs` and plans the conversion `options` describe, writing
+/// nothing. Several inputs (or one directory holding `rank-*` slices) are the slices of one
+/// checkpoint.
 ///
 /// # Errors
 /// Any input problem, naming the file and tensor.
-pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Result<Planned> {
+pub fn plan(inputs: &[PathBuf], options: &ConvertOptions) -> Result<Planned> {
+    let direction = options.direction();
     let inputs = expand_slices(inputs)?;
     // A training checkpoint (rank shards + .hf_metadata/) converts as its consolidation would.
     let training = direction == Direction::FromHf
@@ -58,13 +60,10 @@ pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Resu
     if direction == Direction::ToHf
         && let Some(dir) = inputs.iter().find(|d| crate::catalog::dcp::is_dcp(d))
     {
-        return Err(Error::WrongLayout {
-            path: dir.clone(),
-            reason: "is a training checkpoint (rank shards and .hf_metadata/), already in HF names; use nemoconv consolidate for an HF checkpoint, or from-hf for the internal layout".to_string(),
-        });
+        return Err(Error::TrainingCheckpointToHf { path: dir.clone() });
     }
-    let (catalog, stored) = match training {
-        true => {
+    let (catalog, stored) = match options {
+        ConvertOptions::FromHf(options) if training => {
             let meta = crate::consolidate::HfMetadata::open(&inputs[0])?;
             let mut catalog = Catalog::open_dcp(&inputs[0])?;
             crate::consolidate::check_mapping(&catalog, &meta, options.lenient)?;
@@ -72,7 +71,7 @@ pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Resu
                 crate::consolidate::take_original_dtypes(&mut catalog, &meta, options.lenient);
             (catalog, stored)
         }
-        false => (Catalog::open_parts(&inputs)?, Vec::new()),
+        _ => (Catalog::open_parts(&inputs)?, Vec::new()),
     };
     let config = match direction {
         _ if training => ModelConfig::open(&inputs[0].join(HF_METADATA_DIR))?,
@@ -84,10 +83,10 @@ pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Resu
         _ => ModelConfig::open(&inputs[0])?,
     };
     let family = family::detect(&config)?;
-    let plan_with = |options: &Options| -> Result<Plan> {
-        let mut conversion = match direction {
-            Direction::FromHf => family.plan_from_hf(&catalog, &config, options)?,
-            Direction::ToHf => family.plan_to_hf(&catalog, &config, options)?,
+    let plan_with = |slice: Option<EpSlice>| -> Result<Plan> {
+        let mut conversion = match options {
+            ConvertOptions::FromHf(o) => family.plan_from_hf(&catalog, &config, o, slice)?,
+            ConvertOptions::ToHf(o) => family.plan_to_hf(&catalog, &config, o)?,
         };
         if training {
             conversion.tensors =
@@ -97,7 +96,7 @@ pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Resu
             &catalog,
             conversion.tensors,
             conversion.metadata,
-            options.max_shard_bytes,
+            options.max_shard_bytes(),
             conversion.dropped,
             conversion.files,
         )?;
@@ -106,34 +105,40 @@ pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Resu
         }
         Ok(plan)
     };
-    let plans = match (direction, options.ep_all_ranks) {
-        (Direction::FromHf, Some(size)) => (0..size)
-            .map(|rank| {
-                let slice = Options {
-                    ep: Some(EpSlice { size, rank }),
-                    ..options.clone()
-                };
-                Ok((
-                    PathBuf::from(slice_dir_name(rank, size)),
-                    plan_with(&slice)?,
-                ))
-            })
-            .collect::<Result<_>>()?,
-        _ => vec![(PathBuf::new(), plan_with(options)?)],
+    let plans = match options {
+        ConvertOptions::FromHf(o) if matches!(o.ep, ExpertParallel::All(_)) => {
+            o.ep.slices()
+                .into_iter()
+                .flatten()
+                .map(|slice| {
+                    let subdir = slice_dir_name(slice.rank(), slice.size());
+                    Ok((PathBuf::from(subdir), plan_with(Some(slice))?))
+                })
+                .collect::<Result<_>>()?
+        }
+        ConvertOptions::FromHf(o) => {
+            let slice = match o.ep {
+                ExpertParallel::One(slice) => Some(slice),
+                _ => None,
+            };
+            vec![(PathBuf::new(), plan_with(slice)?)]
+        }
+        ConvertOptions::ToHf(_) => vec![(PathBuf::new(), plan_with(None)?)],
     };
     // Issue 11, item 6: a checkpoint without tensors is no checkpoint (inspect and verify
     // refuse it), so none is written.
     if plans.iter().any(|(_, p)| p.tensors.is_empty()) {
-        return Err(Error::Checkpoint {
-            path: inputs[0].clone(),
-            reason: match &options.exclude {
-                Some(re) => format!(
-                    "--exclude-regex {:?} leaves out every tensor, so the output would hold none; nothing was written",
-                    re.pattern()
-                ),
-                None => "the output would hold no tensor; nothing was written".to_string(),
+        let path = inputs[0].clone();
+        return Err(match options {
+            ConvertOptions::ToHf(ToHfOptions {
+                exclude: Some(re), ..
+            }) => CheckpointError::AllExcluded {
+                path,
+                pattern: re.pattern().to_string(),
             },
-        });
+            _ => CheckpointError::EmptyOutput { path },
+        }
+        .into());
     }
     Ok(Planned { catalog, plans })
 }
@@ -143,10 +148,11 @@ pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Resu
 /// ```no_run
 /// use std::path::{Path, PathBuf};
 /// use std::sync::atomic::AtomicBool;
-/// use nemoconv::{Direction, NoProgress, Options, convert};
+/// use nemoconv::{FromHfOptions, NoProgress, convert};
 ///
-/// let report = convert(Direction::FromHf, &[PathBuf::from("hf/")], Path::new("internal/"),
-///                      &Options::default(), &NoProgress, &AtomicBool::new(false))?;
+/// let options = FromHfOptions::default().into();
+/// let report = convert(&[PathBuf::from("hf/")], Path::new("internal/"), &options,
+///                      &NoProgress, &AtomicBool::new(false))?;
 /// println!("{} tensors", report.summary.tensors);
 /// # Ok::<(), nemoconv::Error>(())
 /// ```
@@ -155,15 +161,14 @@ pub fn plan(direction: Direction, inputs: &[PathBuf], options: &Options) -> Resu
 /// Any input problem (nothing is written), or an output failure (the partial output is
 /// removed; an existing `output` replaced under `force` stays as it was).
 pub fn convert(
-    direction: Direction,
     inputs: &[PathBuf],
     output: &Path,
-    options: &Options,
+    options: &ConvertOptions,
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Report> {
-    let planned = plan(direction, inputs, options)?;
-    let summary = execute_planned(&planned, output, options, progress, cancel)?;
+    let planned = plan(inputs, options)?;
+    let summary = execute_planned(&planned, output, options.run(), progress, cancel)?;
     let dropped = planned
         .plans
         .into_iter()
@@ -173,14 +178,14 @@ pub fn convert(
     Ok(Report { summary, dropped })
 }
 
-/// Writes planned outputs into `output` on a thread pool of `options.threads`.
+/// Writes planned outputs into `output` on a thread pool of `run.threads`.
 ///
 /// # Errors
 /// An output failure (the partial output is removed), or [`Error::Interrupted`].
 pub(crate) fn execute_planned(
     planned: &Planned,
     output: &Path,
-    options: &Options,
+    run: &RunOptions,
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Summary> {
@@ -193,7 +198,7 @@ pub(crate) fn execute_planned(
         .map(|(subdir, plan)| Target { subdir, plan })
         .collect();
     let mut pool = rayon::ThreadPoolBuilder::new();
-    if let Some(n) = options.threads {
+    if let Some(n) = run.threads {
         pool = pool.num_threads(n.get());
     }
     let pool = pool.build().map_err(|e| Error::Io {
@@ -206,8 +211,8 @@ pub(crate) fn execute_planned(
             &targets,
             &planned.catalog,
             output,
-            options.force,
-            options.worker,
+            run.force,
+            run.worker,
             progress,
             cancel,
         )
@@ -268,35 +273,27 @@ fn check_slice_set(dir: &Path, slices: &[PathBuf]) -> Result<()> {
         .filter_map(|p| p.file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .collect();
-    let refuse = |reason: String| {
-        Err(Error::Checkpoint {
-            path: dir.to_path_buf(),
-            reason,
-        })
-    };
+    let path = dir.to_path_buf();
     let Some(size) = names
         .first()
         .and_then(|n| n.rsplit_once("-of-"))
         .and_then(|(_, n)| n.parse::<u64>().ok())
     else {
-        return refuse(format!(
-            "holds directories {names:?} that are not named rank-R-of-N; give the slice directories themselves"
-        ));
+        return Err(CheckpointError::SliceDirNames { path, names }.into());
     };
     // A name may claim any mesh size: ranks are looked up, never all spelled out.
-    let missing: Vec<String> = (0..size)
+    let missing: Vec<u64> = (0..size)
         .filter(|&r| !names.contains(&slice_dir_name(r, size)))
         .take(names.len() + 1)
-        .map(|r| format!("rank {r} ({})", slice_dir_name(r, size)))
         .collect();
     match (missing.is_empty(), names.len() as u64 == size) {
         (true, true) => Ok(()),
-        (true, false) => refuse(format!(
-            "holds {names:?}, which are not the {size} slices of one mesh; give the slice directories themselves"
-        )),
-        (false, _) => refuse(format!(
-            "{} of {size} missing; every rank of the mesh is needed to merge",
-            missing.join(", ")
-        )),
+        (true, false) => Err(CheckpointError::NotOneMesh { path, names, size }.into()),
+        (false, _) => Err(CheckpointError::MissingSliceDirs {
+            path,
+            missing,
+            size,
+        }
+        .into()),
     }
 }

@@ -15,17 +15,27 @@ const RESERVED: &str = "__nemoconv_python_float__:";
 /// Python's spellings of the non-finite floats; `-Infinity` before `Infinity`.
 const TOKENS: [&str; 3] = ["-Infinity", "Infinity", "NaN"];
 
+/// Why JSON text was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JsonError {
+    /// The text holds the string nemoconv uses for non-finite numbers.
+    #[error("holds the string {RESERVED:?}, which nemoconv reserves for NaN and Infinity")]
+    Reserved,
+    /// serde_json's error, with line and column.
+    #[error(transparent)]
+    Syntax(#[from] serde_json::Error),
+}
+
 /// Parses JSON text, accepting `NaN`, `Infinity` and `-Infinity` as Python's `json` does.
 ///
 /// # Errors
-/// serde_json's message for invalid JSON, or a refusal of text that holds the reserved prefix.
-pub fn parse(text: &str) -> Result<Value, String> {
+/// serde_json's error for invalid JSON, or a refusal of text that holds the reserved prefix.
+pub fn parse(text: &str) -> Result<Value, JsonError> {
     if text.contains(RESERVED) {
-        return Err(format!(
-            "holds the string {RESERVED:?}, which nemoconv reserves for NaN and Infinity"
-        ));
+        return Err(JsonError::Reserved);
     }
-    serde_json::from_str(&quote_non_finite(text)).map_err(|e| e.to_string())
+    Ok(serde_json::from_str(&quote_non_finite(text))?)
 }
 
 /// Pretty JSON text of `value`, with Python's non-finite numbers written back as bare tokens,

@@ -9,16 +9,16 @@
 //! ```
 //! use std::path::PathBuf;
 //! use std::sync::atomic::AtomicBool;
-//! use nemoconv::{Direction, NoProgress, Options, convert};
+//! use nemoconv::{FromHfOptions, NoProgress, ToHfOptions, convert};
 //!
 //! let work = std::env::temp_dir().join(format!("nemoconv-doc-{}", std::process::id()));
 //! let (internal, hf) = (work.join("internal"), work.join("hf"));
-//! let options = Options::default();
 //! let stop = AtomicBool::new(false);
 //! let input = [PathBuf::from("fixtures/golden/tiny/hf")];
-//! let report = convert(Direction::FromHf, &input, &internal, &options, &NoProgress, &stop)?;
+//! let from_hf = FromHfOptions::default().into();
+//! let report = convert(&input, &internal, &from_hf, &NoProgress, &stop)?;
 //! assert_eq!(report.summary.tensors, 43);
-//! convert(Direction::ToHf, &[internal], &hf, &options, &NoProgress, &stop)?;
+//! convert(&[internal], &hf, &ToHfOptions::default().into(), &NoProgress, &stop)?;
 //! # std::fs::remove_dir_all(&work).unwrap();
 //! # Ok::<(), nemoconv::Error>(())
 //! ```
@@ -46,7 +46,10 @@ pub mod options;
 pub mod plan;
 pub mod verify;
 
+#[cfg(test)]
+pub(crate) mod testing;
+
 pub use convert::{Direction, Report, convert, plan};
 pub use error::{Error, Result};
 pub use execute::{NoProgress, Progress, Summary};
-pub use options::Options;
+pub use options::{ConsolidateOptions, ConvertOptions, FromHfOptions, ToHfOptions};

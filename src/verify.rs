@@ -4,8 +4,6 @@
 //! shows the [`VerifyReport`] as text or JSON.
 
 mod compare;
-#[cfg(test)]
-pub(crate) mod fixture;
 mod pair;
 mod render;
 mod segments;

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::{Catalog, HeaderEntry, Piece, Shard, ShardId, TensorEntry, coverage, list_dir};
-use crate::error::{Error, Result};
+use crate::error::{CheckpointError, Error, PieceDifference, Result, ShardingProblem};
 
 /// The `__metadata__` key of a shard file holding each piece's offsets, as JSON text.
 pub const SHARDING_INFO: &str = "DCP_SHARDING_INFO";
@@ -45,10 +45,12 @@ pub fn is_dcp(dir: &Path) -> bool {
 /// Parses the `DCP_SHARDING_INFO` text: tensor name → offset of its piece in the full tensor.
 ///
 /// # Errors
-/// A message saying what is wrong.
-pub fn parse_sharding_info(text: &str) -> std::result::Result<BTreeMap<String, Vec<u64>>, String> {
+/// [`ShardingProblem::Json`] with serde's error.
+pub fn parse_sharding_info(
+    text: &str,
+) -> std::result::Result<BTreeMap<String, Vec<u64>>, ShardingProblem> {
     let raw: BTreeMap<String, SavedOffsets> =
-        serde_json::from_str(text).map_err(|e| format!("not a map of saved_offsets: {e}"))?;
+        serde_json::from_str(text).map_err(ShardingProblem::Json)?;
     Ok(raw.into_iter().map(|(k, v)| (k, v.saved_offsets)).collect())
 }
 
@@ -125,13 +127,11 @@ impl Catalog {
         let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
         for file in &shard_files {
             let (shard, entries) = Shard::open(&dir.join(file))?;
-            let id =
-                ShardId(
-                    u32::try_from(catalog.shards.len()).map_err(|_| Error::Checkpoint {
-                        path: dir.to_path_buf(),
-                        reason: "more than 4 billion shard files".to_string(),
-                    })?,
-                );
+            let id = ShardId(u32::try_from(catalog.shards.len()).map_err(|_| {
+                CheckpointError::TooManyShards {
+                    path: dir.to_path_buf(),
+                }
+            })?);
             let pieces = pieces_of(&shard, id, entries)?;
             catalog.shards.push(shard);
             for (name, dtype, piece) in pieces {
@@ -143,10 +143,10 @@ impl Catalog {
             if crate::dtype::size_bytes(t.dtype).is_none() && !t.is_whole() {
                 return Err(Error::BadSharding {
                     path: catalog.shards[t.pieces[0].shard.0 as usize].path.clone(),
-                    reason: format!(
-                        "tensor {:?} is {} in pieces, a sub-byte dtype that cannot be placed by element",
-                        t.name, t.dtype
-                    ),
+                    problem: ShardingProblem::SubByte {
+                        tensor: t.name.clone(),
+                        dtype: t.dtype,
+                    },
                 });
             }
         }
@@ -180,26 +180,25 @@ impl Catalog {
         };
         let t = &self.tensors[i];
         let first = &t.pieces[0];
-        let reason = if t.dtype != dtype {
-            Some(format!(
-                "its piece here is {dtype}, a different dtype ({})",
-                t.dtype
-            ))
+        let difference = if t.dtype != dtype {
+            Some(PieceDifference::Dtype {
+                dtype,
+                first: t.dtype,
+            })
         } else if first.shape.len() != piece.shape.len() {
-            Some(format!(
-                "its piece here has {} dims, a different rank ({})",
-                piece.shape.len(),
-                first.shape.len()
-            ))
+            Some(PieceDifference::Rank {
+                dims: piece.shape.len(),
+                first: first.shape.len(),
+            })
         } else {
             None
         };
-        if let Some(reason) = reason {
+        if let Some(difference) = difference {
             return Err(Error::PieceMismatch {
                 path: self.shard(piece.shard).path.clone(),
                 tensor: name,
                 first: self.shard(first.shard).path.clone(),
-                reason,
+                difference,
             });
         }
         self.tensors[i].pieces.push(piece);
@@ -213,9 +212,9 @@ fn pieces_of(
     id: ShardId,
     entries: Vec<HeaderEntry>,
 ) -> Result<Vec<(String, crate::dtype::Dtype, Piece)>> {
-    let bad = |reason: String| Error::BadSharding {
+    let bad = |problem: ShardingProblem| Error::BadSharding {
         path: shard.path.clone(),
-        reason,
+        problem,
     };
     let text = shard
         .metadata
@@ -227,27 +226,28 @@ fn pieces_of(
     let mut offsets = parse_sharding_info(text).map_err(bad)?;
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
-        let offset = offsets
-            .remove(&e.name)
-            .ok_or_else(|| bad(format!("tensor {:?} has no saved_offsets", e.name)))?;
+        let offset = offsets.remove(&e.name).ok_or_else(|| {
+            bad(ShardingProblem::NoOffsets {
+                tensor: e.name.clone(),
+            })
+        })?;
         if offset.len() != e.shape.len() {
-            return Err(bad(format!(
-                "tensor {:?}: saved_offsets {offset:?} has {} dims but the piece's shape {:?} has {}",
-                e.name,
-                offset.len(),
-                e.shape,
-                e.shape.len()
-            )));
+            return Err(bad(ShardingProblem::Dims {
+                tensor: e.name,
+                offset,
+                shape: e.shape,
+            }));
         }
         if offset
             .iter()
             .zip(&e.shape)
             .any(|(o, s)| o.checked_add(*s).is_none())
         {
-            return Err(bad(format!(
-                "tensor {:?}: saved_offsets {offset:?} + shape {:?} overflow",
-                e.name, e.shape
-            )));
+            return Err(bad(ShardingProblem::Overflow {
+                tensor: e.name,
+                offset,
+                shape: e.shape,
+            }));
         }
         out.push((
             e.name,
@@ -261,9 +261,9 @@ fn pieces_of(
         ));
     }
     if let Some(name) = offsets.keys().next() {
-        return Err(bad(format!(
-            "saved_offsets for tensor {name:?}, which the file does not hold"
-        )));
+        return Err(bad(ShardingProblem::Unheld {
+            tensor: name.clone(),
+        }));
     }
     Ok(out)
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IndexError, Result};
 
 /// The file name of a sharded checkpoint's index.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
@@ -28,7 +28,7 @@ impl ShardIndex {
     /// Reads the index of `dir`, or None when it has none.
     ///
     /// # Errors
-    /// [`Error::Io`] when it exists but cannot be read, [`Error::BadIndex`] when it is invalid.
+    /// [`Error::Io`] when it exists but cannot be read, [`IndexError`] when it is invalid.
     pub fn open(dir: &Path) -> Result<Option<ShardIndex>> {
         let path = dir.join(INDEX_FILE);
         if !path.exists() {
@@ -41,19 +41,23 @@ impl ShardIndex {
     /// Parses index text; `path` is only used in messages.
     ///
     /// # Errors
-    /// [`Error::BadIndex`] for invalid JSON, a missing `weight_map` or a shard name that is a path.
+    /// [`IndexError`] for invalid JSON, a missing `weight_map` or a shard name that is a path.
     pub fn parse(text: &str, path: &Path) -> Result<ShardIndex> {
-        let bad = |reason: String| Error::BadIndex {
+        let json = crate::json::parse(text).map_err(|source| IndexError::Json {
             path: path.to_path_buf(),
-            reason,
-        };
-        let raw: RawIndex = crate::json::parse(text)
-            .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
-            .map_err(bad)?;
+            source,
+        })?;
+        let raw: RawIndex = serde_json::from_value(json).map_err(|source| IndexError::Fields {
+            path: path.to_path_buf(),
+            source,
+        })?;
         if let Some((tensor, file)) = raw.weight_map.iter().find(|(_, f)| !is_plain_file_name(f)) {
-            return Err(bad(format!(
-                "tensor {tensor:?} maps to {file:?}, which is not a file name in this directory"
-            )));
+            return Err(IndexError::NotAFileName {
+                path: path.to_path_buf(),
+                tensor: tensor.clone(),
+                file: file.clone(),
+            }
+            .into());
         }
         Ok(ShardIndex {
             path: path.to_path_buf(),
@@ -73,26 +77,27 @@ impl ShardIndex {
     /// name), each in the shard that holds it.
     ///
     /// # Errors
-    /// [`Error::IndexMismatch`] naming the first tensor that disagrees.
+    /// An [`IndexError`] naming the first tensor that disagrees.
     pub fn check(&self, held: &BTreeMap<&str, &str>) -> Result<()> {
-        let mismatch = |tensor: &str, reason: String| Error::IndexMismatch {
-            path: self.path.clone(),
-            tensor: tensor.to_string(),
-            reason,
-        };
+        let path = || self.path.clone();
         for (&tensor, &file) in held {
             match self.weight_map.get(tensor) {
                 None => {
-                    return Err(mismatch(
-                        tensor,
-                        format!("{file} holds it but the index does not list it"),
-                    ));
+                    return Err(IndexError::Unlisted {
+                        path: path(),
+                        tensor: tensor.to_string(),
+                        file: file.to_string(),
+                    }
+                    .into());
                 }
                 Some(listed) if listed != file => {
-                    return Err(mismatch(
-                        tensor,
-                        format!("the index maps it to {listed} but it is in {file}"),
-                    ));
+                    return Err(IndexError::WrongShard {
+                        path: path(),
+                        tensor: tensor.to_string(),
+                        listed: listed.clone(),
+                        file: file.to_string(),
+                    }
+                    .into());
                 }
                 Some(_) => {}
             }
@@ -102,10 +107,12 @@ impl ShardIndex {
             .iter()
             .find(|(tensor, _)| !held.contains_key(tensor.as_str()))
         {
-            Some((tensor, listed)) => Err(mismatch(
-                tensor,
-                format!("the index lists it in {listed} but that shard does not hold it"),
-            )),
+            Some((tensor, listed)) => Err(IndexError::NotInShard {
+                path: path(),
+                tensor: tensor.clone(),
+                listed: listed.clone(),
+            }
+            .into()),
             None => Ok(()),
         }
     }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{CheckpointError, Error, Result};
 
 /// What a directory entry is, for messages about entries that are not regular files.
 pub fn kind_of(meta: &std::fs::Metadata) -> &'static str {
@@ -28,10 +28,6 @@ const TORCH_WEIGHT_ENDINGS: [&str; 3] = [".bin", ".pt", ".pth"];
 /// within the checkpoint (for a hub-cache snapshot, within its repository, where `blobs/` is).
 /// Loops, dangling links, FIFOs, sockets and devices are refused by name.
 pub(crate) fn list_dir(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
-    let refuse = |path: &Path, reason: String| Error::Checkpoint {
-        path: path.to_path_buf(),
-        reason,
-    };
     let root = std::fs::canonicalize(dir).map_err(Error::io(dir, "resolve directory"))?;
     let within = match root.parent() {
         Some(p) if p.file_name().is_some_and(|n| n == "snapshots") => {
@@ -50,40 +46,30 @@ pub(crate) fn list_dir(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
                 continue;
             }
             let (path, rel_path) = (entry.path(), rel.join(&name));
-            let real = std::fs::canonicalize(&path).map_err(|e| {
-                let to = std::fs::read_link(&path).unwrap_or_default();
-                match e.raw_os_error() {
-                    Some(libc::ELOOP) => refuse(&path, "is a symbolic link loop; remove it".into()),
-                    _ => refuse(&path, format!("is a dangling symbolic link (to {to:?}); remove it or restore its target")),
-                }
+            let real = std::fs::canonicalize(&path).map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => CheckpointError::LinkLoop { path: path.clone() },
+                _ => CheckpointError::DanglingLink {
+                    path: path.clone(),
+                    target: std::fs::read_link(&path).unwrap_or_default(),
+                },
             })?;
             let meta = std::fs::metadata(&real).map_err(Error::io(&path, "stat"))?;
             if meta.is_dir() {
                 if ancestors.contains(&real) {
-                    return Err(refuse(
-                        &path,
-                        "links back to a directory that holds it (a loop); remove the link".into(),
-                    ));
+                    return Err(CheckpointError::DirectoryLoop { path }.into());
                 }
                 if !real.starts_with(&within) {
-                    return Err(refuse(
-                        &path,
-                        format!(
-                            "links to the directory {real:?}, outside the checkpoint; nemoconv follows directory links only within it, copy the directory in instead"
-                        ),
-                    ));
+                    return Err(CheckpointError::LinkOutside { path, target: real }.into());
                 }
                 let mut inner = ancestors.clone();
                 inner.push(real);
                 stack.push((rel_path, inner));
             } else if !meta.is_file() {
-                return Err(refuse(
-                    &path,
-                    format!(
-                        "is {}, not a regular file; nemoconv copies only regular files, remove it",
-                        kind_of(&meta)
-                    ),
-                ));
+                return Err(CheckpointError::NotARegularFile {
+                    path,
+                    kind: kind_of(&meta),
+                }
+                .into());
             } else if TORCH_WEIGHT_ENDINGS
                 .iter()
                 .any(|e| name.as_encoded_bytes().ends_with(e.as_bytes()))

@@ -23,7 +23,7 @@ pub use runs::{Run, runs};
 pub use shard::{HEADER_LEN_BYTES, HeaderEntry, Shard, parse_header, same_bytes};
 
 use crate::dtype::Dtype;
-use crate::error::{Error, Result};
+use crate::error::{CheckpointError, Error, IndexError, Result};
 
 /// Index of a shard in [`Catalog::shards`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -214,12 +214,11 @@ impl Catalog {
     }
 
     fn add_shard(&mut self, shard: Shard, entries: Vec<HeaderEntry>, part: usize) -> Result<()> {
-        let id = ShardId(
-            u32::try_from(self.shards.len()).map_err(|_| Error::Checkpoint {
+        let id = ShardId(u32::try_from(self.shards.len()).map_err(|_| {
+            CheckpointError::TooManyShards {
                 path: self.dir.clone(),
-                reason: "more than 4 billion shards".to_string(),
-            })?,
-        );
+            }
+        })?);
         self.tensors
             .extend(entries.into_iter().map(|e| TensorEntry {
                 name: e.name,
@@ -324,30 +323,28 @@ fn index_shards(dir: &Path, index: &ShardIndex, listing: &[PathBuf]) -> Result<V
                 .find(|(_, f)| *f == file)
                 .map(|(t, _)| t.clone())
                 .unwrap_or_default();
-            return Err(Error::IndexMismatch {
-                path: index.path.clone(),
-                tensor,
-                reason: match meta {
-                    Ok(m) => format!(
-                        "it is mapped to {file:?}, which is {}, not a regular file",
-                        kind_of(&m)
-                    ),
-                    Err(_) => format!("it is mapped to {file:?}, which does not exist"),
+            let (path, file) = (index.path.clone(), file.clone());
+            return Err(match meta {
+                Ok(m) => IndexError::ShardNotAFile {
+                    path,
+                    tensor,
+                    file,
+                    kind: kind_of(&m),
                 },
-            });
+                Err(_) => IndexError::MissingShard { path, tensor, file },
+            }
+            .into());
         }
     }
     if let Some(stray) = listing
         .iter()
         .find(|p| is_weight_file(p) && !files.iter().any(|f| p.as_os_str() == f.as_str()))
     {
-        return Err(Error::BadIndex {
+        return Err(IndexError::StrayShard {
             path: index.path.clone(),
-            reason: format!(
-                "{} is in the directory but not in the index; remove it or add its tensors to the index",
-                stray.display()
-            ),
-        });
+            stray: stray.clone(),
+        }
+        .into());
     }
     Ok(files.into_iter().map(PathBuf::from).collect())
 }

@@ -13,7 +13,7 @@ use safetensors::SafeTensors;
 use safetensors::tensor::TensorInfo;
 
 use crate::dtype::Dtype;
-use crate::error::{Error, Result};
+use crate::error::{Error, HeaderProblem, Result};
 
 /// Bytes of the little-endian header length that starts every safetensors file.
 pub const HEADER_LEN_BYTES: u64 = 8;
@@ -59,9 +59,7 @@ impl Shard {
         if len_bytes < HEADER_LEN_BYTES {
             return Err(Error::BadShard {
                 path: path.to_path_buf(),
-                reason: format!(
-                    "the file is {len_bytes} bytes, shorter than the 8-byte header length"
-                ),
+                problem: HeaderProblem::TooShort { len_bytes },
             });
         }
         // The map serves the header check alone (the safetensors crate checks the header
@@ -73,9 +71,9 @@ impl Shard {
         // make a cold file look cached to the prefetcher. A refusal only costs that.
         let _ = mmap.advise(memmap2::Advice::Random);
         request_header(&file, len_bytes);
-        let (metadata, entries) = parse_header(&mmap).map_err(|reason| Error::BadShard {
+        let (metadata, entries) = parse_header(&mmap).map_err(|problem| Error::BadShard {
             path: path.to_path_buf(),
-            reason,
+            problem,
         })?;
         let shard = Shard {
             path: path.to_path_buf(),
@@ -225,11 +223,11 @@ pub fn same_bytes(a: (&Shard, &Range<u64>), b: (&Shard, &Range<u64>)) -> Result<
 /// contiguous data offsets covering the rest of the file exactly.
 ///
 /// # Errors
-/// A message saying what is wrong, naming the tensor where one is at fault.
+/// A [`HeaderProblem`] saying what is wrong, naming the tensor where one is at fault.
 pub fn parse_header(
     file: &[u8],
-) -> std::result::Result<(BTreeMap<String, String>, Vec<HeaderEntry>), String> {
-    let (header_len, meta) = SafeTensors::read_metadata(file).map_err(|e| explain(file, &e))?;
+) -> std::result::Result<(BTreeMap<String, String>, Vec<HeaderEntry>), HeaderProblem> {
+    let (header_len, meta) = SafeTensors::read_metadata(file).map_err(|e| explain(file, e))?;
     let data_start = HEADER_LEN_BYTES + header_len as u64;
     let mut entries = Vec::with_capacity(meta.tensors().len());
     for name in meta.offset_keys() {
@@ -253,49 +251,45 @@ pub fn parse_header(
     Ok((metadata, entries))
 }
 
-/// Turns a safetensors error into a message, naming the tensor when the crate does not.
-fn explain(file: &[u8], err: &safetensors::SafeTensorError) -> String {
+/// Turns a safetensors error into a [`HeaderProblem`], naming the tensor when the crate does not.
+fn explain(file: &[u8], err: safetensors::SafeTensorError) -> HeaderProblem {
     use safetensors::SafeTensorError as E;
     match err {
-        E::HeaderTooLarge => format!(
-            "the header length field claims more than the 100 MB safetensors allows ({})",
-            claimed_len(file)
-        ),
-        E::InvalidHeaderLength => format!(
-            "the header length field claims {} bytes but the file has only {} after it (truncated?)",
-            claimed_len(file),
-            file.len() as u64 - HEADER_LEN_BYTES
-        ),
+        E::HeaderTooLarge => HeaderProblem::HeaderTooLarge {
+            claimed: claimed_len(file),
+        },
+        E::InvalidHeaderLength => HeaderProblem::HeaderLength {
+            claimed: claimed_len(file),
+            available: file.len() as u64 - HEADER_LEN_BYTES,
+        },
         E::MetadataIncompleteBuffer => match last_tensor(file) {
-            Some((name, end)) if end > data_len(file) => format!(
-                "tensor {name:?}: its data ends at byte {end} of the data section, which holds only {} bytes (truncated?)",
-                data_len(file)
-            ),
-            Some((name, end)) => format!(
-                "{} bytes follow the data of the last tensor {name:?} (which ends at byte {end}); the file has bytes appended",
-                data_len(file).saturating_sub(end)
-            ),
-            None => {
-                "the data section does not end where the header says (truncated, or bytes appended)"
-                    .to_string()
-            }
+            Some((tensor, end)) if end > data_len(file) => HeaderProblem::DataTruncated {
+                tensor,
+                end,
+                data_len: data_len(file),
+            },
+            Some((tensor, end)) => HeaderProblem::BytesAppended {
+                extra: data_len(file).saturating_sub(end),
+                tensor,
+                end,
+            },
+            None => HeaderProblem::DataEnd,
         },
         E::InvalidHeaderDeserialization(_) => match find_unreadable_entry(file) {
-            Some((name, why)) => format!("tensor {name:?}: {why}"),
-            None => err.to_string(),
+            Some((tensor, source)) => HeaderProblem::Entry { tensor, source },
+            None => HeaderProblem::Safetensors(err),
         },
         E::TensorInvalidInfo | E::MisalignedSlice | E::ValidationOverflow => {
             match find_bad_tensor(file) {
-                Some(name) => {
-                    format!("tensor {name:?}: dtype and shape do not match its byte range ({err})")
-                }
-                None => err.to_string(),
+                Some(tensor) => HeaderProblem::TensorRange {
+                    tensor,
+                    source: err,
+                },
+                None => HeaderProblem::Safetensors(err),
             }
         }
-        E::InvalidOffset(name) => {
-            format!("tensor {name:?}: data offsets overlap, leave a gap or are out of order")
-        }
-        _ => err.to_string(),
+        E::InvalidOffset(tensor) => HeaderProblem::Offsets { tensor },
+        _ => HeaderProblem::Safetensors(err),
     }
 }
 
@@ -335,14 +329,14 @@ fn last_tensor(file: &[u8]) -> Option<(String, u64)> {
 }
 
 /// The first entry that is not a tensor description (unknown dtype, missing field ...).
-fn find_unreadable_entry(file: &[u8]) -> Option<(String, String)> {
+fn find_unreadable_entry(file: &[u8]) -> Option<(String, serde_json::Error)> {
     header_entries(file)?
         .into_iter()
         .filter(|(name, _)| name != "__metadata__")
         .find_map(|(name, value)| {
             serde_json::from_value::<TensorInfo>(value)
                 .err()
-                .map(|e| (name, format!("not a valid tensor entry: {e}")))
+                .map(|e| (name, e))
         })
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::catalog::dcp::HF_METADATA_DIR;
 use crate::dtype::Dtype;
-use crate::error::{Error, Result};
+use crate::error::{Error, MappingProblem, Result};
 
 /// Tensor name → 1-based output file index.
 pub const FILE_INDEX_MAPPING: &str = "fqn_to_file_index_mapping.json";
@@ -48,20 +48,20 @@ impl HfMetadata {
         if !index_path.is_file() {
             return Err(Error::BadHfMetadata {
                 path: index_path,
-                reason: "is missing; it says which output file each tensor goes to, restore it from the save".to_string(),
+                problem: MappingProblem::Missing,
             });
         }
         let file_index =
-            parse_file_index(&read(&index_path)?).map_err(|reason| Error::BadHfMetadata {
+            parse_file_index(&read(&index_path)?).map_err(|problem| Error::BadHfMetadata {
                 path: index_path.clone(),
-                reason,
+                problem,
             })?;
         let dtype_path = dir.join(DTYPE_MAPPING);
         let dtypes = if dtype_path.is_file() {
             Some(
-                parse_dtypes(&read(&dtype_path)?).map_err(|reason| Error::BadHfMetadata {
+                parse_dtypes(&read(&dtype_path)?).map_err(|problem| Error::BadHfMetadata {
                     path: dtype_path.clone(),
-                    reason,
+                    problem,
                 })?,
             )
         } else {
@@ -88,16 +88,14 @@ fn read(path: &Path) -> Result<String> {
 /// Parses the file-index mapping: a JSON object of positive integers.
 ///
 /// # Errors
-/// A message naming the tensor whose value is not a positive integer.
-pub fn parse_file_index(text: &str) -> std::result::Result<BTreeMap<String, u64>, String> {
+/// [`MappingProblem`] naming the tensor whose value is not a positive integer.
+pub fn parse_file_index(text: &str) -> std::result::Result<BTreeMap<String, u64>, MappingProblem> {
     let raw: BTreeMap<String, serde_json::Value> =
-        serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
+        serde_json::from_str(text).map_err(MappingProblem::Json)?;
     raw.into_iter()
-        .map(|(name, v)| match v.as_u64() {
-            Some(i) if i >= 1 => Ok((name, i)),
-            _ => Err(format!(
-                "tensor {name:?}: file index {v} is not a positive integer"
-            )),
+        .map(|(tensor, value)| match value.as_u64() {
+            Some(i) if i >= 1 => Ok((tensor, i)),
+            _ => Err(MappingProblem::FileIndex { tensor, value }),
         })
         .collect()
 }
@@ -105,16 +103,17 @@ pub fn parse_file_index(text: &str) -> std::result::Result<BTreeMap<String, u64>
 /// Parses the dtype mapping: a JSON object of safetensors dtype names.
 ///
 /// # Errors
-/// A message naming the tensor whose dtype is unknown.
-pub fn parse_dtypes(text: &str) -> std::result::Result<BTreeMap<String, Dtype>, String> {
+/// [`MappingProblem`] naming the tensor whose dtype is unknown.
+pub fn parse_dtypes(text: &str) -> std::result::Result<BTreeMap<String, Dtype>, MappingProblem> {
     let raw: BTreeMap<String, serde_json::Value> =
-        serde_json::from_str(text).map_err(|e| format!("not a JSON object: {e}"))?;
+        serde_json::from_str(text).map_err(MappingProblem::Json)?;
     raw.into_iter()
-        .map(|(name, v)| {
-            serde_json::from_value::<Dtype>(v.clone())
-                .map(|d| (name.clone(), d))
-                .map_err(|_| format!("tensor {name:?}: {v} is not a safetensors dtype name"))
-        })
+        .map(
+            |(tensor, value)| match serde_json::from_value::<Dtype>(value.clone()) {
+                Ok(dtype) => Ok((tensor, dtype)),
+                Err(_) => Err(MappingProblem::Dtype { tensor, value }),
+            },
+        )
         .collect()
 }
 
@@ -135,7 +134,10 @@ mod tests {
             r#"{"a": 1.5}"#,
         ] {
             let err = parse_file_index(bad).unwrap_err();
-            assert!(err.contains("\"a\""), "{err}");
+            assert!(
+                matches!(&err, MappingProblem::FileIndex { tensor, .. } if tensor == "a"),
+                "{err}"
+            );
         }
         assert!(parse_file_index("[1]").is_err());
     }
@@ -149,10 +151,9 @@ mod tests {
                 ("b".to_string(), Dtype::F32)
             ])
         );
-        assert!(
-            parse_dtypes(r#"{"a": "bfloat16"}"#)
-                .unwrap_err()
-                .contains("\"a\"")
-        );
+        assert!(matches!(
+            parse_dtypes(r#"{"a": "bfloat16"}"#),
+            Err(MappingProblem::Dtype { tensor, .. }) if tensor == "a"
+        ));
     }
 }

@@ -18,9 +18,9 @@ use crate::catalog::{Catalog, INDEX_FILE, TensorEntry, TensorId};
 use crate::config::CONFIG_FILE;
 use crate::convert::{Planned, Report};
 use crate::dtype;
-use crate::error::{Error, Result};
+use crate::error::{Error, MappingProblem, Result};
 use crate::execute::Progress;
-use crate::options::Options;
+use crate::options::ConsolidateOptions;
 use crate::plan::{Extras, OutputTensor, Plan, Recipe, Slot, Source};
 
 pub use metadata::HfMetadata;
@@ -51,7 +51,7 @@ pub struct Consolidated {
 /// shard without DCP metadata, pieces that overlap, leave gaps or disagree in dtype, an
 /// input tensor the mapping lacks, mapped tensors no shard holds (unless lenient), a dtype
 /// that cannot be converted.
-pub fn plan(dir: &Path, options: &Options) -> Result<Consolidation> {
+pub fn plan(dir: &Path, options: &ConsolidateOptions) -> Result<Consolidation> {
     let meta = HfMetadata::open(dir)?;
     let catalog = Catalog::open_dcp(dir)?;
     let dropped = check_mapping(&catalog, &meta, options.lenient)?;
@@ -129,12 +129,13 @@ pub fn check_mapping(catalog: &Catalog, meta: &HfMetadata, lenient: bool) -> Res
 pub fn consolidate(
     dir: &Path,
     output: &Path,
-    options: &Options,
+    options: &ConsolidateOptions,
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Consolidated> {
     let Consolidation { planned, completed } = plan(dir, options)?;
-    let summary = crate::convert::execute_planned(&planned, output, options, progress, cancel)?;
+    let summary =
+        crate::convert::execute_planned(&planned, output, &options.run, progress, cancel)?;
     let dropped = planned.plans[0].1.dropped.clone();
     Ok(Consolidated {
         report: Report { summary, dropped },
@@ -233,7 +234,7 @@ fn extras(
     meta: &HfMetadata,
     files: &[(String, Vec<OutputTensor>)],
     dropped: Vec<String>,
-    options: &Options,
+    options: &ConsolidateOptions,
 ) -> Result<Extras> {
     let mut copy_files: Vec<PathBuf> = catalog
         .other_files
@@ -250,7 +251,7 @@ fn extras(
         let text = std::fs::read_to_string(&path).map_err(Error::io(&path, "read"))?;
         let bytes = output::cast_config(&text, cast).ok_or_else(|| Error::BadHfMetadata {
             path: path.clone(),
-            reason: "is not a JSON object, so its dtype cannot be set for --dtype".to_string(),
+            problem: MappingProblem::ConfigNotAnObject,
         })?;
         copy_files.retain(|f| f != Path::new(CONFIG_FILE));
         written_files.insert(PathBuf::from(CONFIG_FILE), bytes);

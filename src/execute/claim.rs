@@ -11,7 +11,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use super::owner::{Liveness, Owner};
-use crate::error::{Error, Result};
+use crate::error::{Error, OutputError, Result};
 
 /// What the output path held when the run started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,10 +70,10 @@ pub fn snapshot(dir: &Path) -> Result<Snapshot> {
 
 /// The error for an output that changed while the run wrote.
 pub fn changed(target: &Path) -> Error {
-    Error::Output {
+    OutputError::Changed {
         path: target.to_path_buf(),
-        reason: "changed while this run was writing (something was created, removed or replaced there); nothing there was touched and the new output was discarded; look at it, then run again".to_string(),
     }
+    .into()
 }
 
 /// An output path's lock, held for the life of the run: a file made with `O_EXCL` that
@@ -87,7 +87,7 @@ impl Lock {
     /// Takes the lock at `path` for `target`, first removing one whose owner is provably gone.
     ///
     /// # Errors
-    /// [`Error::Output`] when another run (or one that cannot be proven gone) holds it.
+    /// [`OutputError`] when another run (or one that cannot be proven gone) holds it.
     pub fn take(path: &Path, target: &Path) -> Result<Lock> {
         for _ in 0..2 {
             match OpenOptions::new().write(true).create_new(true).open(path) {
@@ -106,26 +106,23 @@ impl Lock {
                             let _ = fs::remove_file(path);
                         }
                         Liveness::Unknown(who) => {
-                            return Err(Error::Output {
+                            return Err(OutputError::Locked {
                                 path: target.to_path_buf(),
-                                reason: format!(
-                                    "another nemoconv run is writing this output ({who}; lock {}); wait for it to end, or remove the lock if that run is gone",
-                                    path.display()
-                                ),
-                            });
+                                owner: who.to_string(),
+                                lock: path.to_path_buf(),
+                            }
+                            .into());
                         }
                     }
                 }
                 Err(e) => return Err(Error::io(path, "create output lock")(e)),
             }
         }
-        Err(Error::Output {
+        Err(OutputError::LockReappears {
             path: target.to_path_buf(),
-            reason: format!(
-                "lock {} keeps reappearing; is another run starting?",
-                path.display()
-            ),
-        })
+            lock: path.to_path_buf(),
+        }
+        .into())
     }
 }
 

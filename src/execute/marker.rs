@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::spread::{Split, Worker};
-use crate::error::{Error, Result};
+use crate::error::{Error, MarkerProblem, OutputError, Result};
 
 /// Names of the markers workers leave: `.nemoconv-worker-K-of-M`.
 pub const MARKER_PREFIX: &str = ".nemoconv-worker-";
@@ -76,6 +76,15 @@ impl Marker {
         marker
     }
 
+    /// The share of the worker that left this marker.
+    fn share(&self) -> Worker {
+        Worker {
+            index: self.worker,
+            count: self.workers,
+            split: self.split,
+        }
+    }
+
     /// The file name of worker `k` of `m`'s marker.
     pub fn file_name(k: usize, m: usize) -> String {
         format!("{MARKER_PREFIX}{k}-of-{m}")
@@ -108,42 +117,29 @@ impl Marker {
 /// the output files and the markers' paths.
 ///
 /// # Errors
-/// [`Error::Output`] naming the work directory, a marker or an output file, and what is
+/// [`OutputError`] naming the work directory, a marker or an output file, and what is
 /// missing or disagrees.
 pub fn check(dir: &Path) -> Result<(Vec<OutFile>, Vec<PathBuf>)> {
     let markers = read_all(dir)?;
-    let refuse = |path: &Path, reason: String| Error::Output {
-        path: path.to_path_buf(),
-        reason,
-    };
     let Some((_, first)) = markers.first() else {
-        return Err(refuse(
-            dir,
-            "no worker has finished yet; run the workers (--worker K/M) first".to_string(),
-        ));
+        return Err(OutputError::NoWorkerFinished {
+            path: dir.to_path_buf(),
+        }
+        .into());
     };
-    let start_over = format!(
-        "to start over run `nemoconv finalize --abandon {}` (it removes {}), then rerun every worker with one command",
-        super::spread::output_of(dir).display(),
-        dir.display()
-    );
     for (path, m) in &markers {
         if (m.plan.as_str(), m.workers, m.split)
             != (first.plan.as_str(), first.workers, first.split)
             || m.files != first.files
         {
-            return Err(refuse(
-                path,
-                format!(
-                    "workers ran with different options, worker counts or split modes (worker {}/{} --split {}, worker {}/{} --split {}); {start_over}",
-                    first.worker,
-                    first.workers,
-                    first.split.name(),
-                    m.worker,
-                    m.workers,
-                    m.split.name()
-                ),
-            ));
+            return Err(OutputError::WorkersDisagree {
+                path: path.clone(),
+                work_dir: dir.to_path_buf(),
+                output: super::spread::output_of(dir),
+                first: first.share(),
+                other: m.share(),
+            }
+            .into());
         }
     }
     let count = first.workers;
@@ -151,12 +147,12 @@ pub fn check(dir: &Path) -> Result<(Vec<OutFile>, Vec<PathBuf>)> {
         .filter(|k| !markers.iter().any(|(_, m)| m.worker == *k))
         .collect();
     if !missing.is_empty() {
-        return Err(refuse(
-            dir,
-            format!(
-                "workers {missing:?} of {count} have not finished; run them, then finalize again"
-            ),
-        ));
+        return Err(OutputError::WorkersUnfinished {
+            path: dir.to_path_buf(),
+            missing,
+            count,
+        }
+        .into());
     }
     let files = first.files.clone();
     check_cover(dir, &files, &markers)?;
@@ -179,27 +175,28 @@ fn read_all(dir: &Path) -> Result<Vec<(PathBuf, Marker)>> {
         }
         let path = entry.path();
         let bytes = std::fs::read(&path).map_err(Error::io(&path, "read"))?;
-        let damaged = |why: String| Error::Output {
+        let damaged = |problem: MarkerProblem| OutputError::DamagedMarker {
             path: path.clone(),
-            reason: format!("damaged worker marker ({why}); rerun that worker"),
+            problem,
         };
-        let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
+        let marker: Marker =
+            serde_json::from_slice(&bytes).map_err(|e| damaged(MarkerProblem::Json(e)))?;
         if marker.format != FORMAT {
-            return Err(damaged(format!(
-                "format {} where this nemoconv writes {FORMAT}",
-                marker.format
-            )));
+            return Err(damaged(MarkerProblem::Format {
+                found: marker.format,
+                expected: FORMAT,
+            })
+            .into());
         }
         if marker.digest != marker.own_digest() {
-            return Err(damaged(
-                "its digest does not match its contents".to_string(),
-            ));
+            return Err(damaged(MarkerProblem::Digest).into());
         }
         if path.file_name() != Some(Marker::file_name(marker.worker, marker.workers).as_ref()) {
-            return Err(damaged(format!(
-                "it says worker {}/{}",
-                marker.worker, marker.workers
-            )));
+            return Err(damaged(MarkerProblem::Misnamed {
+                index: marker.worker,
+                count: marker.workers,
+            })
+            .into());
         }
         markers.push((path, marker));
     }
@@ -214,10 +211,14 @@ fn check_cover(dir: &Path, files: &[OutFile], markers: &[(PathBuf, Marker)]) -> 
     for (path, m) in markers {
         for r in &m.ranges {
             if r.file >= files.len() {
-                return Err(Error::Output {
+                return Err(OutputError::DamagedMarker {
                     path: path.clone(),
-                    reason: format!("names output file {} of {}", r.file, files.len()),
-                });
+                    problem: MarkerProblem::NoSuchFile {
+                        file: r.file,
+                        files: files.len(),
+                    },
+                }
+                .into());
             }
             by_file
                 .entry(r.file)
@@ -227,33 +228,32 @@ fn check_cover(dir: &Path, files: &[OutFile], markers: &[(PathBuf, Marker)]) -> 
     }
     for (i, file) in files.iter().enumerate() {
         let path = dir.join(&file.path);
-        let gap = |from: u64, to: u64| Error::Output {
+        let gap = |from: u64, to: u64| OutputError::BytesUnwritten {
             path: path.clone(),
-            reason: format!(
-                "bytes {from}..{to} of {} were written by no worker (no marker lists them); rerun the workers or start over with `nemoconv finalize --abandon`",
-                file.len
-            ),
+            from,
+            to,
+            len: file.len,
         };
         let mut ranges = by_file.remove(&i).unwrap_or_default();
         ranges.sort_unstable();
         let mut at = 0;
         for (offset, len, worker) in ranges {
             if offset > at {
-                return Err(gap(at, offset));
+                return Err(gap(at, offset).into());
             }
             if offset < at {
-                return Err(Error::Output {
+                return Err(OutputError::BytesTwice {
                     path: path.clone(),
-                    reason: format!(
-                        "bytes {offset}..{} are listed twice (again by worker {worker}); the markers disagree, start over with `nemoconv finalize --abandon`",
-                        at.min(offset + len)
-                    ),
-                });
+                    from: offset,
+                    to: at.min(offset + len),
+                    worker,
+                }
+                .into());
             }
             at = offset + len;
         }
         if at != file.len {
-            return Err(gap(at.min(file.len), file.len));
+            return Err(gap(at.min(file.len), file.len).into());
         }
         let found = [partial(&path), path.clone()]
             .into_iter()
@@ -261,18 +261,14 @@ fn check_cover(dir: &Path, files: &[OutFile], markers: &[(PathBuf, Marker)]) -> 
         match found {
             Some((_, len)) if len == file.len => {}
             Some((p, len)) => {
-                return Err(Error::Output {
+                return Err(OutputError::WrongSize {
                     path: p,
-                    reason: format!("has {len} bytes where the plan says {}", file.len),
-                });
+                    len,
+                    planned: file.len,
+                }
+                .into());
             }
-            None => {
-                return Err(Error::Output {
-                    path,
-                    reason: "is missing although the workers' markers list it; rerun the workers"
-                        .to_string(),
-                });
-            }
+            None => return Err(OutputError::FileMissing { path }.into()),
         }
     }
     Ok(())

@@ -80,7 +80,7 @@ pub struct Target<'a> {
 /// [`finalize`] later makes visible.
 ///
 /// # Errors
-/// [`Error::Output`] for an unusable target, [`Error::Io`] naming the file on any read or
+/// [`crate::error::OutputError`] for an unusable target, [`Error::Io`] naming the file on any read or
 /// write failure (a full disk included), [`Error::Interrupted`] when `cancel` is set.
 pub fn execute(
     targets: &[Target],

@@ -120,7 +120,7 @@ fn run_transpose(job: &Job, catalog: &Catalog, out: &OutputFile, out_path: &Path
                 writer::write_output(out, dst, offset, out_path)?;
                 start = piece.end;
             }
-            Ok(())
+            Ok::<_, crate::Error>(())
         })
     })?;
     Ok(band_cols * out_row_bytes)

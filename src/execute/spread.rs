@@ -15,7 +15,7 @@ use super::marker::{self, Marker, OutFile, Written};
 use super::staging::Staging;
 use super::writer;
 use crate::catalog::{Catalog, INDEX_FILE};
-use crate::error::{Error, Result};
+use crate::error::{Error, OutputError, Result};
 
 /// How the workers of a spread run divide it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,7 +120,7 @@ impl Canonical {
 /// wrote every byte of every shard, then makes the output visible at once.
 ///
 /// # Errors
-/// [`Error::Output`] when the work directory is missing, a worker has not finished, workers
+/// [`OutputError`] when the work directory is missing, a worker has not finished, workers
 /// ran different plans or split modes, a byte of a shard was written by no worker, a shard
 /// is incomplete, or an output appeared meanwhile; [`Error::Interrupted`] when `cancel` is
 /// set before the output is published.
@@ -150,7 +150,7 @@ pub fn finalize(output: &Path, cancel: &AtomicBool) -> Result<()> {
 /// gives its path.
 ///
 /// # Errors
-/// [`Error::Output`] when there is none.
+/// [`OutputError`] when there is none.
 pub fn abandon(output: &Path) -> Result<std::path::PathBuf> {
     Staging::abandon(output)
 }
@@ -183,13 +183,13 @@ fn check_shards(dir: &Path, cancel: &AtomicBool) -> Result<()> {
             if path.is_dir() {
                 dirs.push(path);
             } else if path.extension().is_some_and(|e| e == "partial") {
-                return Err(Error::Output { path, reason: "is still being written (a worker is running or died); wait for it or rerun it".to_string() });
+                return Err(OutputError::StillWriting { path }.into());
             }
         }
         if d.join(INDEX_FILE).exists() {
-            Catalog::open(&d).map_err(|e| Error::Output {
+            Catalog::open(&d).map_err(|e| OutputError::Incomplete {
                 path: d.clone(),
-                reason: format!("not complete: {e}; rerun the worker that writes it"),
+                source: Box::new(e),
             })?;
         }
     }

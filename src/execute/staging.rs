@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::claim::{self, Found, Lock};
 use super::owner::{Liveness, Owner};
-use crate::error::{Error, Result};
+use crate::error::{Error, OutputError, Result};
 
 /// Marker in the names of temporary directories, so later runs can find stale ones.
 const TMP_MARKER: &str = ".nemoconv-tmp-";
@@ -33,7 +33,7 @@ impl Staging {
     /// creates the temporary directory beside it, removing stale ones of provably dead runs.
     ///
     /// # Errors
-    /// [`Error::Output`] for an unusable target or one another run holds, [`Error::Io`] when
+    /// [`OutputError`] for an unusable target or one another run holds, [`Error::Io`] when
     /// the directory cannot be made.
     pub fn new(target: &Path, inputs: &[&Path], force: bool) -> Result<Staging> {
         check_target(target, inputs, force)?;
@@ -84,26 +84,25 @@ impl Staging {
     /// Checks a spread run's work directory with `check`, then renames it into place.
     ///
     /// # Errors
-    /// [`Error::Output`] when there is no work directory, or what `check` finds.
+    /// [`OutputError`] when there is no work directory, or what `check` finds.
     pub fn finalize(target: &Path, check: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
         let tmp = work_dir(target)?;
         if !tmp.is_dir() {
-            return Err(Error::Output {
+            return Err(OutputError::NoWorkDirectory {
                 path: target.to_path_buf(),
-                reason: format!(
-                    "no work directory {} to finalize; run the workers first (--worker K/M)",
-                    tmp.display()
-                ),
-            });
+                work: tmp,
+                action: "finalize",
+            }
+            .into());
         }
         check(&tmp)?;
         if fs::read_dir(target).is_ok_and(|mut entries| entries.next().is_some())
             || target.is_file()
         {
-            return Err(Error::Output {
+            return Err(OutputError::AppearedMeanwhile {
                 path: target.to_path_buf(),
-                reason: "appeared since the workers started; finalize never replaces an output, move it away and run finalize again".to_string(),
-            });
+            }
+            .into());
         }
         sync_dir(&tmp)?;
         fs::rename(&tmp, target)
@@ -114,14 +113,16 @@ impl Staging {
     /// Removes a spread run's work directory, to start over (`finalize --abandon`).
     ///
     /// # Errors
-    /// [`Error::Output`] when there is none, [`Error::Io`] when it cannot be removed.
+    /// [`OutputError`] when there is none, [`Error::Io`] when it cannot be removed.
     pub fn abandon(target: &Path) -> Result<PathBuf> {
         let tmp = work_dir(target)?;
         if !tmp.is_dir() {
-            return Err(Error::Output {
+            return Err(OutputError::NoWorkDirectory {
                 path: target.to_path_buf(),
-                reason: format!("no work directory {} to abandon", tmp.display()),
-            });
+                work: tmp,
+                action: "abandon",
+            }
+            .into());
         }
         fs::remove_dir_all(&tmp).map_err(Error::io(&tmp, "remove work directory"))?;
         Ok(tmp)
@@ -149,7 +150,7 @@ impl Staging {
     /// the rename. Anything else fails and leaves the target as it is.
     ///
     /// # Errors
-    /// [`Error::Output`] when the target changed during the run, [`Error::Io`] when a sync
+    /// [`OutputError`] when the target changed during the run, [`Error::Io`] when a sync
     /// or rename fails; the old target is then still in place.
     pub fn commit(mut self) -> Result<()> {
         let owner = self.tmp.join(OWNER_FILE);
@@ -220,61 +221,42 @@ fn work_dir(target: &Path) -> Result<PathBuf> {
 }
 
 fn check_target(target: &Path, inputs: &[&Path], force: bool) -> Result<()> {
-    let refuse = |reason: &str| {
-        Err(Error::Output {
-            path: target.to_path_buf(),
-            reason: reason.to_string(),
-        })
-    };
+    let path = || target.to_path_buf();
     let abs_target = absolute(target)?;
     for input in inputs {
         let abs_input = fs::canonicalize(input).map_err(Error::io(*input, "resolve input path"))?;
         if abs_target == abs_input {
-            return refuse(
-                "the output is the input checkpoint itself; choose another directory, the input is never modified",
-            );
+            return Err(OutputError::IsTheInput { path: path() }.into());
         }
         if abs_target.starts_with(&abs_input) {
-            return refuse(
-                "the output is inside the input checkpoint; choose a directory outside it",
-            );
+            return Err(OutputError::InsideTheInput { path: path() }.into());
         }
         if abs_input.starts_with(&abs_target) {
-            return refuse(
-                "the input checkpoint is inside the output directory; choose another output",
-            );
+            return Err(OutputError::HoldsTheInput { path: path() }.into());
         }
     }
     if matches!(
         target.components().next_back(),
         None | Some(std::path::Component::CurDir | std::path::Component::ParentDir)
     ) {
-        return refuse(
-            "is . or ..; the output is a new directory renamed into place, name one (e.g. ./out)",
-        );
+        return Err(OutputError::DotPath { path: path() }.into());
     }
     if let (Ok(out), Ok(up)) = (fs::metadata(target), fs::metadata(target.join("..")))
         && out.is_dir()
         && (out.dev() != up.dev() || out.ino() == up.ino())
     {
-        return refuse(
-            "is a mount point; the output is renamed into place, which a mount point cannot be; name a new directory inside it",
-        );
+        return Err(OutputError::MountPoint { path: path() }.into());
     }
     match fs::symlink_metadata(target) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(target, "stat output")(e)),
-        Ok(meta) if !meta.is_dir() => {
-            refuse("exists and is not a directory; remove it or choose another output")
-        }
+        Ok(meta) if !meta.is_dir() => Err(OutputError::NotADirectory { path: path() }.into()),
         Ok(_) if force => Ok(()),
         Ok(_) => {
             let mut entries =
                 fs::read_dir(target).map_err(Error::io(target, "list output directory"))?;
             if entries.next().is_some() {
-                refuse(
-                    "exists and is not empty; use --force to replace it once the new output is complete",
-                )
+                Err(OutputError::NotEmpty { path: path() }.into())
             } else {
                 Ok(())
             }
@@ -312,9 +294,11 @@ fn base_name(target: &Path) -> Result<String> {
     let abs = absolute(target)?;
     abs.file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| Error::Output {
-            path: target.to_path_buf(),
-            reason: "has no directory name; give a path such as out/".to_string(),
+        .ok_or_else(|| {
+            OutputError::NoName {
+                path: target.to_path_buf(),
+            }
+            .into()
         })
 }
 

@@ -39,8 +39,8 @@ pub fn record_ep(metadata: &mut BTreeMap<String, String>, n_experts: u64, ep: Ep
     let range = ep.range(n_experts);
     for (key, value) in [
         (N_EXPERTS, n_experts),
-        (EP_SIZE, ep.size),
-        (EP_RANK, ep.rank),
+        (EP_SIZE, ep.size()),
+        (EP_RANK, ep.rank()),
         (EXPERT_START, range.start),
         (EXPERT_END, range.end),
     ] {
@@ -61,5 +61,5 @@ pub fn recorded_layout(metadata: &BTreeMap<String, String>) -> Option<Layout> {
 pub fn recorded_ep(metadata: &BTreeMap<String, String>) -> Option<EpSlice> {
     let get = |key| metadata.get(key).and_then(|v| v.parse::<u64>().ok());
     let (size, rank) = (get(EP_SIZE)?, get(EP_RANK)?);
-    (size > 0 && rank < size).then_some(EpSlice { size, rank })
+    EpSlice::new(size, rank)
 }

@@ -3,14 +3,15 @@
 
 pub mod meta;
 pub mod nemotron_v3;
+pub mod problems;
 pub mod quant;
 
 use std::collections::BTreeMap;
 
 use crate::catalog::Catalog;
 use crate::config::ModelConfig;
-use crate::error::{Error, Result};
-use crate::options::Options;
+use crate::error::{ConfigError, Result};
+use crate::options::{EpSlice, FromHfOptions, ToHfOptions};
 use crate::plan::{FileChanges, OutputTensor};
 
 /// Which naming scheme a checkpoint uses.
@@ -37,7 +38,8 @@ pub struct Conversion {
 
 /// The naming rules of one model family.
 pub trait Family: Sync + std::fmt::Debug {
-    /// HF layout → internal layout.
+    /// HF layout → internal layout: all experts, or only those of `slice` (the caller turns
+    /// [`crate::options::ExpertParallel`] into one call per output).
     ///
     /// # Errors
     /// Any rule the input breaks, naming the tensor.
@@ -45,7 +47,8 @@ pub trait Family: Sync + std::fmt::Debug {
         &self,
         catalog: &Catalog,
         config: &ModelConfig,
-        options: &Options,
+        options: &FromHfOptions,
+        slice: Option<EpSlice>,
     ) -> Result<Conversion>;
 
     /// Internal layout → HF layout.
@@ -56,23 +59,22 @@ pub trait Family: Sync + std::fmt::Debug {
         &self,
         catalog: &Catalog,
         config: &ModelConfig,
-        options: &Options,
+        options: &ToHfOptions,
     ) -> Result<Conversion>;
 }
 
 /// The family for a config's `model_type` (a config without one is taken as NemotronV3).
 ///
 /// # Errors
-/// [`Error::BadConfig`] for a model type no family handles.
+/// [`ConfigError::UnsupportedModelType`] for a model type no family handles.
 pub fn detect(config: &ModelConfig) -> Result<&'static dyn Family> {
     match config.model_type.as_deref() {
         None | Some(nemotron_v3::MODEL_TYPE) => Ok(&nemotron_v3::NemotronV3),
-        Some(other) => Err(Error::BadConfig {
+        Some(other) => Err(ConfigError::UnsupportedModelType {
             path: config.path.clone(),
-            reason: format!(
-                "model_type {other:?} is not supported; nemoconv converts {:?} checkpoints",
-                nemotron_v3::MODEL_TYPE
-            ),
-        }),
+            model_type: other.to_string(),
+            supported: nemotron_v3::MODEL_TYPE,
+        }
+        .into()),
     }
 }

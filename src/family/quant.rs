@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use crate::catalog::{Catalog, TensorEntry, TensorId};
 use crate::config::ModelConfig;
 use crate::dtype::Dtype;
-use crate::error::{Error, Result};
-use crate::options::Options;
+use crate::error::{ConfigError, DequantProblem, Error, Result};
+use crate::options::FromHfOptions;
 use crate::plan::{FileChanges, OutputTensor, Recipe, Scale, Source};
 
 /// ModelOpt's per-tensor scale of a weight (`value = stored * weight_scale`).
@@ -170,7 +170,11 @@ pub fn evidence(catalog: &Catalog, config: Option<&ModelConfig>) -> Vec<String> 
 ///
 /// # Errors
 /// [`Error::Quantized`] for a refused input, or what [`plan_dequantize`] finds.
-pub fn plan_for(catalog: &Catalog, config: &ModelConfig, options: &Options) -> Result<Dequant> {
+pub fn plan_for(
+    catalog: &Catalog,
+    config: &ModelConfig,
+    options: &FromHfOptions,
+) -> Result<Dequant> {
     if options.dequantize {
         return plan_dequantize(catalog, config);
     }
@@ -232,28 +236,22 @@ pub fn plan_dequantize(catalog: &Catalog, config: &ModelConfig) -> Result<Dequan
     let mut plan = Dequant::default();
     for (id, t) in catalog.iter() {
         let sibling = |end: &str| names.get(format!("{}{end}", t.name).as_str()).copied();
-        let refuse = |reason: String| Error::Dequantize {
+        let refuse = |problem: DequantProblem| Error::Dequantize {
             path: catalog.path_of(id).to_path_buf(),
             tensor: t.name.clone(),
-            reason,
+            problem,
         };
         if ScaleKind::of(&t.name).is_some() {
             plan.consumed.insert(id);
         } else if t.dtype == Dtype::U8 && sibling(WEIGHT_SCALE_2).is_some() {
-            return Err(refuse("NVFP4 (U8-packed FP4 with weight_scale_2) cannot be dequantized by nemoconv; dequantize it with ModelOpt first".to_string()));
+            return Err(refuse(DequantProblem::Nvfp4));
         } else if is_fp8(t.dtype) && !crate::dtype::can_cast(t.dtype, Dtype::BF16) {
-            return Err(refuse(format!(
-                "{:?} weights cannot be dequantized by nemoconv (it reads F8_E4M3 and F8_E5M2)",
-                t.dtype
-            )));
+            return Err(refuse(DequantProblem::Fp8Format { dtype: t.dtype }));
         } else if is_fp8(t.dtype) {
             let scale = match (sibling(WEIGHT_SCALE_INV), sibling(WEIGHT_SCALE)) {
                 (Some(s), _) => block_scale(catalog, t, s, block),
                 (None, Some(s)) => tensor_scale(catalog, t, s),
-                (None, None) => Err(
-                    "FP8 weight without weight_scale or weight_scale_inv; cannot dequantize it"
-                        .to_string(),
-                ),
+                (None, None) => Err(DequantProblem::NoScale),
             };
             plan.scales.insert(id, scale.map_err(refuse)?);
         }
@@ -281,12 +279,11 @@ fn block_size(config: &ModelConfig) -> Result<[u64; 2]> {
     {
         None => Ok(DEFAULT_BLOCK),
         Some(&[r, c]) if r > 0 && c > 0 => Ok([r, c]),
-        Some(other) => Err(Error::BadConfig {
+        Some(other) => Err(ConfigError::BlockSize {
             path: config.path.clone(),
-            reason: format!(
-                "quantization_config.weight_block_size {other:?} is not two positive numbers"
-            ),
-        }),
+            found: other.to_vec(),
+        }
+        .into()),
     }
 }
 
@@ -303,13 +300,13 @@ fn scale_of(
     id: TensorId,
     cols: u64,
     block: [u64; 2],
-) -> std::result::Result<Scale, String> {
+) -> std::result::Result<Scale, DequantProblem> {
     let s = catalog.tensor(id);
     if !matches!(s.dtype, Dtype::F32 | Dtype::BF16 | Dtype::F16) {
-        return Err(format!(
-            "its scale {:?} is {:?}; nemoconv reads F32, BF16 or F16 scales",
-            s.name, s.dtype
-        ));
+        return Err(DequantProblem::ScaleDtype {
+            scale: s.name.clone(),
+            dtype: s.dtype,
+        });
     }
     Ok(Scale {
         tensor: id,
@@ -326,15 +323,16 @@ fn block_scale(
     t: &TensorEntry,
     scale: TensorId,
     block: [u64; 2],
-) -> std::result::Result<Scale, String> {
+) -> std::result::Result<Scale, DequantProblem> {
     let (rows, cols) = matrix(t);
     let want = [rows.div_ceil(block[0]), cols.div_ceil(block[1])];
     let s = catalog.tensor(scale);
     if s.numel() != want[0] * want[1] {
-        return Err(format!(
-            "its weight_scale_inv has shape {:?}, expected {want:?} for {block:?} blocks",
-            s.shape
-        ));
+        return Err(DequantProblem::BlockScaleShape {
+            shape: s.shape.clone(),
+            expected: want,
+            block,
+        });
     }
     scale_of(catalog, scale, cols, block)
 }
@@ -343,15 +341,14 @@ fn tensor_scale(
     catalog: &Catalog,
     t: &TensorEntry,
     scale: TensorId,
-) -> std::result::Result<Scale, String> {
+) -> std::result::Result<Scale, DequantProblem> {
     let (rows, cols) = matrix(t);
     let s = catalog.tensor(scale);
     match s.numel() {
         1 => scale_of(catalog, scale, cols, [rows.max(1), cols.max(1)]),
         n if n == rows => scale_of(catalog, scale, cols, [1, cols.max(1)]),
-        _ => Err(format!(
-            "its weight_scale has shape {:?}; nemoconv dequantizes per-tensor or per-row scales",
-            s.shape
-        )),
+        _ => Err(DequantProblem::ScaleShape {
+            shape: s.shape.clone(),
+        }),
     }
 }

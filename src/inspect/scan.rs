@@ -163,8 +163,8 @@ fn layout(
             let (start, end) = (get(meta::EXPERT_START), get(meta::EXPERT_END));
             EpInfo {
                 n_routed_experts: get(meta::N_EXPERTS),
-                ep_size: Some(slice.size),
-                ep_rank: Some(slice.rank),
+                ep_size: Some(slice.size()),
+                ep_rank: Some(slice.rank()),
                 expert_start: start,
                 expert_end: end,
                 n_local_experts: end.zip(start).map_or(0, |(e, s)| e.saturating_sub(s)),

@@ -5,10 +5,8 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::dtype::Dtype;
-use crate::error::Error;
-use crate::verify::fixture::{
-    Tensor, bf16s, f32s, tensor, write_checkpoint, write_config, write_shard,
-};
+use crate::error::{ConfigError, Error};
+use crate::testing::{Tensor, bf16s, f32s, tensor, write_checkpoint, write_config, write_shard};
 
 fn config(pattern: &str, n_experts: u64) -> serde_json::Value {
     json!({
@@ -288,7 +286,10 @@ fn missing_config_is_a_problem_and_invalid_config_an_error() {
     assert_eq!(r.problems, vec![Problem::NoConfig]);
     assert_eq!((r.pattern, r.n_routed_experts), (None, None));
     std::fs::write(dir.path().join("config.json"), "{").unwrap();
-    assert!(matches!(inspect(dir.path()), Err(Error::BadConfig { .. })));
+    assert!(matches!(
+        inspect(dir.path()),
+        Err(Error::Config(ConfigError::Json { .. }))
+    ));
 }
 
 #[test]

@@ -7,6 +7,8 @@ mod describe;
 mod pieces;
 mod shards;
 
+pub use check::RecipeError;
+
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -17,7 +19,7 @@ pub use shards::{OutputShard, Placement, natural_cmp, shard_file_name};
 
 use crate::catalog::{Catalog, ShardId, TensorId};
 use crate::dtype::Dtype;
-use crate::error::{Error, Result};
+use crate::error::{CheckpointError, Result};
 
 /// Bytes of one input tensor (or a slice of it) that a recipe reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,7 +182,7 @@ impl Plan {
     /// most `max_shard_bytes` and checks the result.
     ///
     /// # Errors
-    /// [`Error::Checkpoint`] when two outputs share a name or a recipe does not fit its tensor.
+    /// [`CheckpointError`] when two outputs share a name or a recipe does not fit its tensor.
     pub fn new(
         catalog: &Catalog,
         mut tensors: Vec<OutputTensor>,
@@ -190,19 +192,15 @@ impl Plan {
         files: FileChanges,
     ) -> Result<Plan> {
         tensors.sort_by(|a, b| natural_cmp(&a.name, &b.name));
-        let plan_error = |reason: String| Error::Checkpoint {
-            path: catalog.dir.clone(),
-            reason,
-        };
         if let Some(w) = tensors.windows(2).find(|w| w[0].name == w[1].name) {
-            return Err(plan_error(format!(
-                "two input tensors would both become {:?}; rename or remove one",
-                w[0].name
-            )));
+            return Err(CheckpointError::DuplicateOutput {
+                path: catalog.dir.clone(),
+                tensor: w[0].name.clone(),
+            }
+            .into());
         }
         for t in &tensors {
-            check::check_recipe(t)
-                .map_err(|why| plan_error(format!("output tensor {:?}: {why}", t.name)))?;
+            check_recipe(catalog, t)?;
         }
         let (shards, placements) = shards::pack(&tensors, &metadata, max_shard_bytes);
         Ok(Plan {
@@ -227,17 +225,13 @@ impl Plan {
     /// output layout is a format rule, not nemoconv's choice (`consolidate`).
     ///
     /// # Errors
-    /// [`Error::Checkpoint`] when two outputs share a name or a recipe does not fit its tensor.
+    /// [`CheckpointError`] when two outputs share a name or a recipe does not fit its tensor.
     pub fn placed(
         catalog: &Catalog,
         files: Vec<(String, Vec<OutputTensor>)>,
         encode_header: &dyn Fn(&[OutputTensor]) -> Vec<u8>,
         extra: Extras,
     ) -> Result<Plan> {
-        let plan_error = |reason: String| Error::Checkpoint {
-            path: catalog.dir.clone(),
-            reason,
-        };
         let mut tensors = Vec::new();
         let mut shards = Vec::new();
         let mut placements = Vec::new();
@@ -246,8 +240,7 @@ impl Plan {
             let mut offset = header.len() as u64;
             let first = tensors.len();
             for t in members {
-                check::check_recipe(&t)
-                    .map_err(|why| plan_error(format!("output tensor {:?}: {why}", t.name)))?;
+                check_recipe(catalog, &t)?;
                 placements.push(Placement {
                     shard: shards.len(),
                     offset,
@@ -265,10 +258,11 @@ impl Plan {
         let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(plan_error(format!(
-                "output tensor {:?} is planned twice",
-                w[0]
-            )));
+            return Err(CheckpointError::PlannedTwice {
+                path: catalog.dir.clone(),
+                tensor: w[0].to_string(),
+            }
+            .into());
         }
         Ok(Plan {
             tensors,
@@ -289,4 +283,16 @@ impl Plan {
             .filter_map(OutputTensor::len_bytes)
             .sum()
     }
+}
+
+/// [`check::check_recipe`] with the output tensor and the checkpoint named.
+fn check_recipe(catalog: &Catalog, t: &OutputTensor) -> Result<()> {
+    check::check_recipe(t).map_err(|source| {
+        CheckpointError::BadRecipe {
+            path: catalog.dir.clone(),
+            tensor: t.name.clone(),
+            source: Box::new(source),
+        }
+        .into()
+    })
 }

@@ -7,14 +7,14 @@
 
 use super::{OutputTensor, Recipe, Slot, Source};
 use crate::catalog::Catalog;
-use crate::error::{Error, Result};
+use crate::error::{CheckpointError, Result};
 
 /// `tensors` with every source reading `stored[tensor]` (the dtype of the bytes, indexed by
 /// tensor id) and every copy or cast of a split input tensor replaced by the assembly of its
 /// pieces (converted to the output dtype).
 ///
 /// # Errors
-/// [`Error::Checkpoint`] naming the tensor when a transposing recipe reads a split tensor.
+/// [`CheckpointError::SplitTransposed`] naming the tensor when a transposing recipe reads a split tensor.
 pub fn assemble_split(
     catalog: &Catalog,
     tensors: Vec<OutputTensor>,
@@ -32,13 +32,11 @@ pub fn assemble_split(
                 recipe => {
                     if let Some(s) = recipe.sources().iter().find(|s| split(s)) {
                         let input = catalog.tensor(s.tensor);
-                        return Err(Error::Checkpoint {
+                        return Err(CheckpointError::SplitTransposed {
                             path: catalog.path_of(s.tensor).to_path_buf(),
-                            reason: format!(
-                                "tensor {:?} is split over rank files and must be transposed (expert parallel with ep_shard > 1 splits experts); run nemoconv consolidate first, then from-hf on its output",
-                                input.name
-                            ),
-                        });
+                            tensor: input.name.clone(),
+                        }
+                        .into());
                     }
                 }
             }

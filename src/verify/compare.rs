@@ -131,7 +131,7 @@ fn widen(src: &[u8], from: Dtype, out: &mut Vec<f64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::fixture::{bf16s, f32s};
+    use crate::testing::{bf16s, f32s};
 
     fn same(dtype: Dtype) -> Kinds {
         Kinds {

@@ -4,10 +4,10 @@ use std::path::Path;
 
 use tempfile::TempDir;
 
-use super::fixture::{Tensor, bf16s, f16s, f32s, tensor, write_checkpoint};
 use super::*;
 use crate::dtype::Dtype;
 use crate::execute::NoProgress;
+use crate::testing::{Tensor, bf16s, f16s, f32s, tensor, write_checkpoint};
 
 const A_LOG: &str = "backbone.layers.0.mixer.A_log";
 const UP: &str = "backbone.layers.1.mixer.experts.0.up_proj.weight";

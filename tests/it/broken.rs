@@ -242,22 +242,7 @@ impl StFile {
     }
 }
 
-/// The header JSON padded with spaces to a multiple of 8 bytes, as the safetensors crate writes it.
-pub fn header_text(header: &Map<String, Value>) -> Vec<u8> {
-    let mut text = serde_json::to_vec(header).expect("header to JSON");
-    while !text.len().is_multiple_of(8) {
-        text.push(b' ');
-    }
-    text
-}
-
-/// A file image from a header text and a data area.
-pub fn raw_bytes(header: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut out = (header.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(header);
-    out.extend_from_slice(data);
-    out
-}
+pub use crate::builder::{header_text, raw_bytes};
 
 /// Writes a file from a header text and a data area.
 pub fn write_raw(path: &Path, header: &[u8], data: &[u8]) {

@@ -356,6 +356,28 @@ impl Checkpoint {
     }
 }
 
+/// Header text padded with spaces to a multiple of 8 bytes, as the safetensors crate writes it.
+pub fn padded(mut text: Vec<u8>) -> Vec<u8> {
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    text
+}
+
+/// The header JSON, padded (see [`padded`]).
+pub fn header_text(header: &serde_json::Map<String, serde_json::Value>) -> Vec<u8> {
+    padded(serde_json::to_vec(header).expect("header to JSON"))
+}
+
+/// A file image from a header text and a data area: every test's one safetensors framing
+/// (the 8-byte little-endian header length, the header, the data).
+pub fn raw_bytes(header: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header);
+    out.extend_from_slice(data);
+    out
+}
+
 /// A safetensors file: header length, JSON header (padded with spaces to 8 bytes, as the
 /// safetensors crate does) and the tensors' bytes in the given order.
 pub fn safetensors_bytes(tensors: &[&(String, Tensor)]) -> Vec<u8> {
@@ -370,14 +392,9 @@ pub fn safetensors_bytes(tensors: &[&(String, Tensor)]) -> Vec<u8> {
         );
         offset = end;
     }
-    let mut text = serde_json::to_string(&header).expect("header to JSON");
-    while !text.len().is_multiple_of(8) {
-        text.push(' ');
-    }
-    let mut out = (text.len() as u64).to_le_bytes().to_vec();
-    out.extend(text.as_bytes());
-    for (_, t) in tensors {
-        out.extend(&t.data);
-    }
-    out
+    let data: Vec<u8> = tensors
+        .iter()
+        .flat_map(|(_, t)| t.data.iter().copied())
+        .collect();
+    raw_bytes(&header_text(&header), &data)
 }

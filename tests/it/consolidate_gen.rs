@@ -293,7 +293,7 @@ proptest! {
         let tmp = tempdir();
         let (model, out) = (tmp.path().join("model"), tmp.path().join("hf"));
         ck.write(&model);
-        let options = nemoconv::Options::default();
+        let options = nemoconv::ConsolidateOptions::default();
         let done = nemoconv::consolidate::consolidate(
             &model, &out, &options, &nemoconv::NoProgress, &AtomicBool::new(false),
         );

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::builder::{padded, raw_bytes};
 use crate::harness::Tensor;
 use crate::reader::dtype_size;
 
@@ -171,18 +172,12 @@ pub fn shard_bytes(pieces: &[StoredPiece]) -> Vec<u8> {
         ));
     }
     let info = format!("{{{}}}", info.join(", "));
-    let mut header = format!(
+    let header = format!(
         "{{{},\"__metadata__\":{{\"DCP_SHARDING_INFO\":{},\"DCP_VERSION\":\"1.0\",\"format\":\"pt\"}}}}",
         entries.join(","),
         serde_json::to_string(&info).unwrap()
     );
-    while header.len() % 8 != 0 {
-        header.push(' ');
-    }
-    let mut out = (header.len() as u64).to_le_bytes().to_vec();
-    out.extend(header.as_bytes());
-    out.extend(data);
-    out
+    raw_bytes(&padded(header.into_bytes()), &data)
 }
 
 /// A small NemotronV3-like config.json, as transformers writes it.

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::json;
 use tempfile::TempDir;
 
-use crate::broken::{Case, assert_no_panic, assert_no_temporaries, header_text};
+use crate::broken::{Case, assert_no_panic, assert_no_temporaries, header_text, raw_bytes};
 use crate::harness::{Run, assert_valid_output, dir_entries, files_below, from_hf, tempdir};
 
 /// A tmpfs mounted on a directory for the life of the guard.
@@ -165,10 +165,7 @@ fn big_header() -> Vec<u8> {
             at += expert_bytes;
         }
     }
-    let text = header_text(&header);
-    let mut out = (text.len() as u64).to_le_bytes().to_vec();
-    out.extend(text);
-    out
+    raw_bytes(&header_text(&header), &[])
 }
 
 fn big_block() -> Vec<u8> {

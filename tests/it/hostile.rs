@@ -119,9 +119,7 @@ fn write_wide_shard(path: &Path, n: usize) {
         ));
     }
     header.push('}');
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend(header.as_bytes());
-    bytes.resize(bytes.len() + 4 * n, 0);
+    let bytes = crate::builder::raw_bytes(header.as_bytes(), &vec![0; 4 * n]);
     std::fs::write(path, bytes).expect("write the wide shard");
 }
 

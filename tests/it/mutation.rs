@@ -22,9 +22,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use nemoconv::NoProgress;
+use nemoconv::convert::Direction;
 use nemoconv::dtype::Dtype;
-use nemoconv::options::{EpSlice, HfPrefix, anchored_regex};
-use nemoconv::{Direction, NoProgress, Options};
+use nemoconv::family::nemotron_v3::HfPrefix;
+use nemoconv::options::{
+    ConvertOptions, EpSlice, ExpertParallel, FromHfOptions, RunOptions, ToHfOptions, anchored_regex,
+};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
@@ -1008,38 +1012,49 @@ struct Opts {
 }
 
 impl Opts {
-    fn options(&self) -> Options {
-        let mut o = Options {
-            lenient: self.lenient,
-            dequantize: self.dequantize,
-            expert_dtype: self
-                .expert_dtype
-                .map(|d| [Dtype::BF16, Dtype::F16, Dtype::F32][d as usize % 3]),
-            max_shard_bytes: self.max_shard_bytes,
+    /// The options of `direction`; the fields of the other direction are unused.
+    fn options(&self, direction: Direction) -> ConvertOptions {
+        let run = RunOptions {
             threads: std::num::NonZeroUsize::new(2),
-            exclude: self
-                .exclude
-                .and_then(|re| anchored_regex(re).expect("the fuzzer's regexes compile")),
-            hf_prefix: self.hf_prefix.map(|m| {
-                if m {
-                    HfPrefix::Model
-                } else {
-                    HfPrefix::Backbone
-                }
-            }),
-            ..Options::default()
+            ..RunOptions::default()
         };
-        match self.ep_mode {
-            1 => {
-                o.ep = Some(EpSlice {
-                    size: self.ep_size,
-                    rank: self.ep_rank % self.ep_size,
-                })
+        match direction {
+            Direction::FromHf => FromHfOptions {
+                run,
+                max_shard_bytes: self.max_shard_bytes,
+                expert_dtype: self
+                    .expert_dtype
+                    .map(|d| [Dtype::BF16, Dtype::F16, Dtype::F32][d as usize % 3]),
+                lenient: self.lenient,
+                dequantize: self.dequantize,
+                ep: match self.ep_mode {
+                    1 => ExpertParallel::One(
+                        EpSlice::new(self.ep_size, self.ep_rank % self.ep_size)
+                            .expect("the rank is taken modulo the size"),
+                    ),
+                    2 => ExpertParallel::All(
+                        std::num::NonZeroU64::new(self.ep_size).expect("sizes start at 1"),
+                    ),
+                    _ => ExpertParallel::None,
+                },
             }
-            2 => o.ep_all_ranks = Some(self.ep_size),
-            _ => {}
+            .into(),
+            Direction::ToHf => ToHfOptions {
+                run,
+                max_shard_bytes: self.max_shard_bytes,
+                hf_prefix: self.hf_prefix.map(|m| {
+                    if m {
+                        HfPrefix::Model
+                    } else {
+                        HfPrefix::Backbone
+                    }
+                }),
+                exclude: self
+                    .exclude
+                    .and_then(|re| anchored_regex(re).expect("the fuzzer's regexes compile")),
+            }
+            .into(),
         }
-        o
     }
 }
 
@@ -1148,17 +1163,16 @@ fn run_case(
     let input = tmp.path().join("in");
     write_files(&input, &files);
     let out = tmp.path().join("out");
-    let options = opts.options();
+    let options = opts.options(direction);
     let cancel = AtomicBool::new(false);
     let inputs = [input.clone()];
     let running = Running::start(target, format!("{mutations:?} {opts:?}"));
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        match nemoconv::plan(direction, &inputs, &options) {
+        match nemoconv::plan(&inputs, &options) {
             Err(e) => (false, Err(e)),
             Ok(_) => (
                 true,
-                nemoconv::convert(direction, &inputs, &out, &options, &NoProgress, &cancel)
-                    .map(|_| ()),
+                nemoconv::convert(&inputs, &out, &options, &NoProgress, &cancel).map(|_| ()),
             ),
         }
     }));
@@ -1227,15 +1241,14 @@ fn fuzz_to_hf_never_panics() {
 fn fuzz_to_hf_of_slices_never_panics() {
     let tmp = tempdir();
     let out = tmp.path().join("slices");
-    let options = Options {
-        ep_all_ranks: Some(2),
-        ..Options::default()
+    let options = FromHfOptions {
+        ep: ExpertParallel::All(std::num::NonZeroU64::new(2).expect("2 is not 0")),
+        ..FromHfOptions::default()
     };
     nemoconv::convert(
-        Direction::FromHf,
         &[fixture("golden/tiny/hf")],
         &out,
-        &options,
+        &options.into(),
         &NoProgress,
         &AtomicBool::new(false),
     )

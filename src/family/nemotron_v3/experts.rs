@@ -7,7 +7,7 @@ use std::ops::Range;
 use super::names::{self, HfPrefix, MergedName, Proj, Scope};
 use crate::catalog::{Catalog, TensorId};
 use crate::dtype::Dtype;
-use crate::error::{Error, Result};
+use crate::error::{Error, ExpectedMerged, ExpertProblem, Result};
 use crate::plan::{OutputTensor, Recipe, Source};
 
 /// Identifies one merge group: scope, layer, projection.
@@ -71,21 +71,22 @@ pub fn merge(
                 return Err(mismatch(
                     catalog,
                     first,
-                    format!(
-                        "shape [{rows}, {cols}] does not have moe_intermediate_size ({}) where a {} expert needs it; fix config.json",
-                        shape.inter,
-                        proj.hf_word()
-                    ),
+                    ExpertProblem::NoIntermediateDim {
+                        rows,
+                        cols,
+                        inter: shape.inter,
+                        proj: proj.hf_word(),
+                    },
                 ));
             }
             if *hidden.get_or_insert(hidden_dim) != hidden_dim {
                 return Err(mismatch(
                     catalog,
                     first,
-                    format!(
-                        "its width {hidden_dim} differs from the layer's up_proj experts ({})",
-                        hidden.unwrap_or(0)
-                    ),
+                    ExpertProblem::Width {
+                        width: hidden_dim,
+                        up_width: hidden.unwrap_or(0),
+                    },
                 ));
             }
             if !crate::dtype::can_cast(dtype, out_dtype) {
@@ -143,10 +144,9 @@ fn uniform_shape(catalog: &Catalog, ids: &[TensorId]) -> Result<(u64, u64, Dtype
         return Err(mismatch(
             catalog,
             ids[0],
-            format!(
-                "an expert matrix must be 2-D, found shape {:?}",
-                first.shape
-            ),
+            ExpertProblem::NotAMatrix {
+                shape: first.shape.clone(),
+            },
         ));
     };
     for &id in &ids[1..] {
@@ -155,10 +155,13 @@ fn uniform_shape(catalog: &Catalog, ids: &[TensorId]) -> Result<(u64, u64, Dtype
             return Err(mismatch(
                 catalog,
                 id,
-                format!(
-                    "{:?} {:?} differs from {:?} {:?} of {:?}; all experts of a layer must agree",
-                    t.dtype, t.shape, first.dtype, first.shape, first.name
-                ),
+                ExpertProblem::Differs {
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    first_dtype: first.dtype,
+                    first_shape: first.shape.clone(),
+                    first: first.name.clone(),
+                },
             ));
         }
     }
@@ -186,15 +189,10 @@ pub fn split(
         _ => false,
     };
     if !ok {
+        let (n_experts, inter) = (n, shape.inter);
         let expected = match merged.proj {
-            Proj::Down => format!(
-                "[{n}, {}, *] (experts, moe_intermediate_size, hidden)",
-                shape.inter
-            ),
-            _ => format!(
-                "[{n}, *, {}] (experts, hidden, moe_intermediate_size)",
-                shape.inter
-            ),
+            Proj::Down => ExpectedMerged::Down { n_experts, inter },
+            _ => ExpectedMerged::GateAndUp { n_experts, inter },
         };
         return Err(Error::MergedShape {
             path: catalog.path_of(id).to_path_buf(),
@@ -231,10 +229,10 @@ pub fn split(
         .collect())
 }
 
-fn mismatch(catalog: &Catalog, id: TensorId, reason: String) -> Error {
+fn mismatch(catalog: &Catalog, id: TensorId, problem: ExpertProblem) -> Error {
     Error::ExpertMismatch {
         path: catalog.path_of(id).to_path_buf(),
         tensor: catalog.tensor(id).name.clone(),
-        reason,
+        problem: Box::new(problem),
     }
 }

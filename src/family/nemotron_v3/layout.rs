@@ -4,7 +4,7 @@
 use super::key::{Role, TensorKey};
 use super::names::{HfPrefix, Scope};
 use crate::catalog::{Catalog, TensorId};
-use crate::error::{Error, Result};
+use crate::error::{Error, LayoutEvidence, Result};
 use crate::family::{Layout, meta};
 
 /// SPEC §3.1: the one prefix of all prefixed names (`mtp.` aside); a mix is refused.
@@ -55,16 +55,14 @@ pub fn check_layout(catalog: &Catalog, keys: &[TensorKey], expected: Layout) -> 
     };
     let found = match expected {
         Layout::Hf => (recorded == Some(Layout::Internal))
-            .then(|| "its shards are marked as internal layout".to_string())
-            .or_else(|| {
-                looks_internal().map(|t| format!("tensor {:?} is in the internal layout", t.name))
-            }),
+            .then_some(LayoutEvidence::MarkedInternal)
+            .or_else(|| looks_internal().map(|t| LayoutEvidence::InternalTensor(t.name.clone()))),
         Layout::Internal => (recorded == Some(Layout::Hf))
-            .then(|| "its shards are marked as HF layout".to_string())
-            .or_else(|| looks_hf().map(|t| format!("tensor {:?} has an HF name", t.name))),
+            .then_some(LayoutEvidence::MarkedHf)
+            .or_else(|| looks_hf().map(|t| LayoutEvidence::HfTensor(t.name.clone()))),
     };
     match found {
-        Some(what) => {
+        Some(found) => {
             let command = if expected == Layout::Hf {
                 "to-hf"
             } else {
@@ -72,9 +70,8 @@ pub fn check_layout(catalog: &Catalog, keys: &[TensorKey], expected: Layout) -> 
             };
             Err(Error::WrongLayout {
                 path: catalog.dir.clone(),
-                reason: format!(
-                    "{what}; this input is already converted, use `nemoconv {command}`"
-                ),
+                found,
+                command,
             })
         }
         None => Ok(()),

@@ -16,9 +16,9 @@ use super::{Conversion, Family, Layout, meta};
 use crate::catalog::{Catalog, TensorId};
 use crate::config::{LayerKind, ModelConfig};
 use crate::dtype::{self, Dtype};
-use crate::error::{Error, Result};
+use crate::error::{CheckpointError, Error, Result};
 use crate::family::quant::{self, ScaleKind};
-use crate::options::{EpSlice, Options};
+use crate::options::{EpSlice, FromHfOptions, ToHfOptions};
 use crate::plan::{OutputTensor, Recipe};
 
 /// The NemotronV3 family.
@@ -33,7 +33,8 @@ impl Family for NemotronV3 {
         &self,
         catalog: &Catalog,
         config: &ModelConfig,
-        options: &Options,
+        options: &FromHfOptions,
+        slice: Option<EpSlice>,
     ) -> Result<Conversion> {
         let keys = key::parse_all(catalog);
         layout::check_layout(catalog, &keys, Layout::Hf)?;
@@ -84,7 +85,7 @@ impl Family for NemotronV3 {
         }
         check_moe_layers_have_experts(catalog, config, &groups, options)?;
         if !groups.is_empty() {
-            let shape = expert_shape(config, options.ep, "--ep-size", "to merge experts")?;
+            let shape = expert_shape(config, slice, "--ep-size", "to merge experts")?;
             let out_dtype = options
                 .expert_dtype
                 .or(config.torch_dtype)
@@ -95,7 +96,7 @@ impl Family for NemotronV3 {
         quant::attach_scales(&mut conv.tensors, &dequant);
         conv.files = dequant.files;
         conv.metadata = meta::record(Layout::Internal, prefix.word());
-        if let Some(ep) = options.ep {
+        if let Some(ep) = slice {
             let e = config
                 .n_routed_experts
                 .ok_or_else(|| config.missing("n_routed_experts", "to slice experts"))?;
@@ -108,7 +109,7 @@ impl Family for NemotronV3 {
         &self,
         catalog: &Catalog,
         config: &ModelConfig,
-        options: &Options,
+        options: &ToHfOptions,
     ) -> Result<Conversion> {
         let keys = key::parse_all(catalog);
         layout::check_layout(catalog, &keys, Layout::Internal)?;
@@ -150,7 +151,7 @@ impl Family for NemotronV3 {
 }
 
 /// SPEC §4.4: whether `--exclude-regex` removes this output name.
-fn is_excluded(options: &Options, name: &str) -> Result<bool> {
+fn is_excluded(options: &ToHfOptions, name: &str) -> Result<bool> {
     let Some(re) = &options.exclude else {
         return Ok(false);
     };
@@ -165,7 +166,7 @@ fn drop_or_refuse(
     catalog: &Catalog,
     id: TensorId,
     what: &'static str,
-    options: &Options,
+    options: &FromHfOptions,
     conv: &mut Conversion,
 ) -> Result<()> {
     let tensor = catalog.tensor(id).name.clone();
@@ -188,7 +189,7 @@ fn check_layer(
     config: &ModelConfig,
     id: TensorId,
     layer: key::MainLayer,
-    options: &Options,
+    options: &FromHfOptions,
     conv: &mut Conversion,
 ) -> Result<bool> {
     let t = catalog.tensor(id);
@@ -235,7 +236,7 @@ fn classify_expert(
     id: TensorId,
     e: &ExpertName,
     name: String,
-    options: &Options,
+    options: &FromHfOptions,
     conv: &mut Conversion,
     groups: &mut Groups,
 ) -> Result<()> {
@@ -286,7 +287,7 @@ fn check_moe_layers_have_experts(
     catalog: &Catalog,
     config: &ModelConfig,
     groups: &Groups,
-    options: &Options,
+    options: &FromHfOptions,
 ) -> Result<()> {
     if options.lenient {
         return Ok(());
@@ -313,8 +314,8 @@ fn check_moe_layers_have_experts(
 pub(crate) fn expert_shape(
     config: &ModelConfig,
     ep: Option<EpSlice>,
-    ep_name: &str,
-    why: &str,
+    ep_name: &'static str,
+    why: &'static str,
 ) -> Result<ExpertShape> {
     let n_experts = config
         .n_routed_experts
@@ -323,15 +324,15 @@ pub(crate) fn expert_shape(
         .moe_intermediate_size
         .ok_or_else(|| config.missing("moe_intermediate_size", why))?;
     if let Some(ep) = ep
-        && ep.size > n_experts
+        && ep.size() > n_experts
     {
-        return Err(Error::Checkpoint {
+        return Err(CheckpointError::MeshTooLarge {
             path: config.path.clone(),
-            reason: format!(
-                "{ep_name} {} is larger than n_routed_experts ({n_experts}); every rank needs at least one expert",
-                ep.size
-            ),
-        });
+            setting: ep_name,
+            size: ep.size(),
+            n_experts,
+        }
+        .into());
     }
     let ids = ep.map_or(0..n_experts, |ep| ep.range(n_experts));
     Ok(ExpertShape { inter, ids })

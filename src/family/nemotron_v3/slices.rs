@@ -9,14 +9,14 @@ use super::key::{Role, TensorKey};
 use super::names::Proj;
 use crate::catalog::{Catalog, same_bytes};
 use crate::config::ModelConfig;
-use crate::error::{Error, Result};
+use crate::error::{CheckpointError, Result};
 use crate::family::meta;
 
 /// The expert range of every part: its recorded slice, or all experts. Several parts must be
 /// all the slices of one mesh, each rank once.
 ///
 /// # Errors
-/// [`Error::Checkpoint`] when slices disagree on E or the mesh size, repeat a rank or miss one.
+/// [`CheckpointError`] when slices disagree on E or the mesh size, repeat a rank or miss one.
 pub fn part_shapes(
     catalog: &Catalog,
     keys: &[TensorKey],
@@ -25,6 +25,7 @@ pub fn part_shapes(
     let mut shapes = Vec::with_capacity(catalog.parts.len());
     let mut ranks: BTreeMap<u64, usize> = BTreeMap::new();
     let mut mesh: Option<(u64, u64)> = None;
+    let dir = |p: usize| catalog.parts[p].dir.clone();
     for p in 0..catalog.parts.len() {
         let metadata = catalog.part_metadata(p);
         let ep = meta::recorded_ep(metadata);
@@ -44,33 +45,24 @@ pub fn part_shapes(
         )?;
         if catalog.parts.len() > 1 {
             let Some(ep) = ep else {
-                return Err(slice_error(
-                    catalog,
-                    p,
-                    "is not an expert-parallel slice (its shards record no ep_size/ep_rank); give only slices of one checkpoint",
-                ));
+                return Err(CheckpointError::NotASlice { path: dir(p) }.into());
             };
-            let this = (config.n_routed_experts.unwrap_or(0), ep.size);
+            let this = (config.n_routed_experts.unwrap_or(0), ep.size());
             if *mesh.get_or_insert(this) != this {
-                return Err(slice_error(
-                    catalog,
-                    p,
-                    &format!(
-                        "is a slice of E={} over {} ranks, unlike the first slice; give slices of one checkpoint",
-                        this.0, this.1
-                    ),
-                ));
+                return Err(CheckpointError::OtherMesh {
+                    path: dir(p),
+                    n_experts: this.0,
+                    size: this.1,
+                }
+                .into());
             }
-            if let Some(other) = ranks.insert(ep.rank, p) {
-                return Err(slice_error(
-                    catalog,
-                    p,
-                    &format!(
-                        "is rank {} again (also {}); give each rank once",
-                        ep.rank,
-                        catalog.parts[other].dir.display()
-                    ),
-                ));
+            if let Some(other) = ranks.insert(ep.rank(), p) {
+                return Err(CheckpointError::RepeatedRank {
+                    path: dir(p),
+                    rank: ep.rank(),
+                    other: dir(other),
+                }
+                .into());
             }
         }
         shapes.push(shape);
@@ -78,12 +70,12 @@ pub fn part_shapes(
     if let Some((_, size)) = mesh
         && let Some(missing) = (0..size).find(|r| !ranks.contains_key(r))
     {
-        return Err(Error::Checkpoint {
+        return Err(CheckpointError::MissingRank {
             path: catalog.dir.clone(),
-            reason: format!(
-                "rank {missing} of {size} is missing from the slices given; every rank is needed to merge"
-            ),
-        });
+            rank: missing,
+            size,
+        }
+        .into());
     }
     Ok(shapes)
 }
@@ -94,7 +86,7 @@ pub fn part_shapes(
 /// checks every merged tensor against these values.
 ///
 /// # Errors
-/// [`Error::Checkpoint`] for a NeMo slice (`dtensor_info.json`) without E: its merged tensors
+/// [`CheckpointError::UnrecordedSlice`] for a NeMo slice (`dtensor_info.json`) without E: its merged tensors
 /// hold only some experts, and which ones is not recorded.
 fn infer_missing_sizes(
     catalog: &Catalog,
@@ -118,11 +110,10 @@ fn infer_missing_sizes(
     if config.n_routed_experts.is_none() && meta::recorded_ep(catalog.part_metadata(part)).is_none()
     {
         if catalog.parts[part].dir.join(NEMO_DTENSOR_INFO).exists() {
-            return Err(slice_error(
-                catalog,
-                part,
-                "is an expert-parallel slice saved by NeMo (dtensor_info.json) whose rank is not recorded; make slices with `nemoconv from-hf --ep-size N --ep-rank R`, which records it",
-            ));
+            return Err(CheckpointError::UnrecordedSlice {
+                path: catalog.parts[part].dir.clone(),
+            }
+            .into());
         }
         config.n_routed_experts = Some(n);
     }
@@ -138,7 +129,7 @@ const NEMO_DTENSOR_INFO: &str = "dtensor_info.json";
 /// Every part holds the same non-expert tensors, byte for byte.
 ///
 /// # Errors
-/// [`Error::Checkpoint`] naming the first tensor that differs or is missing.
+/// [`CheckpointError`] naming the first tensor that differs or is missing.
 pub fn check_shared_identical(catalog: &Catalog, keys: &[TensorKey]) -> Result<()> {
     let shared = |p: usize| -> BTreeMap<&str, usize> {
         catalog
@@ -157,13 +148,11 @@ pub fn check_shared_identical(catalog: &Catalog, keys: &[TensorKey]) -> Result<(
             .find(|n| !other.contains_key(*n))
             .or_else(|| other.keys().find(|n| !first.contains_key(*n)))
         {
-            return Err(slice_error(
-                catalog,
-                p,
-                &format!(
-                    "does not hold the same tensors as the first slice ({name:?} differs); give slices of one checkpoint"
-                ),
-            ));
+            return Err(CheckpointError::SliceTensors {
+                path: catalog.parts[p].dir.clone(),
+                tensor: name.to_string(),
+            }
+            .into());
         }
         for (name, &i) in &first {
             let (a, b) = (&catalog.tensors[i], &catalog.tensors[other[name]]);
@@ -174,22 +163,13 @@ pub fn check_shared_identical(catalog: &Catalog, keys: &[TensorKey]) -> Result<(
                     (catalog.shard(b.shard()), b.bytes()),
                 )?;
             if !same {
-                return Err(slice_error(
-                    catalog,
-                    p,
-                    &format!(
-                        "tensor {name:?} differs from the first slice's; give slices of one checkpoint"
-                    ),
-                ));
+                return Err(CheckpointError::SliceTensorDiffers {
+                    path: catalog.parts[p].dir.clone(),
+                    tensor: name.to_string(),
+                }
+                .into());
             }
         }
     }
     Ok(())
-}
-
-fn slice_error(catalog: &Catalog, part: usize, what: &str) -> Error {
-    Error::Checkpoint {
-        path: catalog.parts[part].dir.clone(),
-        reason: what.to_string(),
-    }
 }

@@ -60,7 +60,7 @@ fn dtype_synonym_gives_the_merged_dtype() {
         r#"{"hybrid_override_pattern": "E", "n_routed_experts": 2,
             "moe_intermediate_size": 2, "dtype": "float16"}"#,
     );
-    let conv = from_hf(&ck, &cfg, &Options::default()).unwrap();
+    let conv = from_hf(&ck, &cfg, &FromHfOptions::default()).unwrap();
     assert_outputs(&conv, merged_l0(&ck.catalog, 0..2, Dtype::F16));
 }
 
@@ -70,16 +70,16 @@ fn missing_torch_dtype_gives_bf16_experts() {
     let cfg = config(
         r#"{"hybrid_override_pattern": "E", "n_routed_experts": 2, "moe_intermediate_size": 2}"#,
     );
-    let conv = from_hf(&ck, &cfg, &Options::default()).unwrap();
+    let conv = from_hf(&ck, &cfg, &FromHfOptions::default()).unwrap();
     assert_outputs(&conv, merged_l0(&ck.catalog, 0..2, BF16));
 }
 
 #[test]
 fn dtype_option_overrides_config() {
     let ck = hf(hf_experts(L0, 0..2, BF16));
-    let options = Options {
+    let options = FromHfOptions {
         expert_dtype: Some(F32),
-        ..Options::default()
+        ..FromHfOptions::default()
     };
     let conv = from_hf(&ck, &moe_config("E", 2), &options).unwrap();
     assert_outputs(&conv, merged_l0(&ck.catalog, 0..2, F32));
@@ -115,7 +115,7 @@ fn nothing_else_is_cast() {
         r#"{"hybrid_override_pattern": "E", "n_routed_experts": 2,
             "moe_intermediate_size": 2, "torch_dtype": "float32"}"#,
     );
-    let conv = from_hf(&ck, &cfg, &Options::default()).unwrap();
+    let conv = from_hf(&ck, &cfg, &FromHfOptions::default()).unwrap();
     let c = &ck.catalog;
     let mut expected = copies(
         c,

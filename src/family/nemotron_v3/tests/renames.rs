@@ -201,7 +201,7 @@ fn mixed_prefixes_are_refused() {
         t("backbone.layers.0.norm.weight", BF16, &[H]),
         t("model.norm_f.weight", BF16, &[H]),
     ]);
-    for options in [Options::default(), lenient()] {
+    for options in [FromHfOptions::default(), lenient()] {
         let err = from_hf(&ck, &moe_config("M", 2), &options).unwrap_err();
         assert!(
             matches!(

@@ -2,11 +2,8 @@
 
 use super::*;
 
-fn rank_1_of_2() -> Options {
-    Options {
-        ep: Some(EpSlice { size: 2, rank: 1 }),
-        ..Options::default()
-    }
+fn rank_1_of_2() -> Option<EpSlice> {
+    EpSlice::new(2, 1)
 }
 
 #[test]
@@ -15,7 +12,7 @@ fn ep_slice_from_hf_keeps_only_the_rank_experts() {
     let mut tensors = vec![t("backbone.layers.0.mixer.gate.weight", BF16, &[5, H])];
     tensors.extend(hf_experts(L0, 1..5, BF16));
     let ck = hf(tensors);
-    let conv = from_hf(&ck, &moe_config("E", 5), &rank_1_of_2()).unwrap();
+    let conv = from_hf_slice(&ck, &moe_config("E", 5), rank_1_of_2()).unwrap();
     let c = &ck.catalog;
     let mut expected = copies(
         c,
@@ -41,7 +38,7 @@ fn ep_slice_from_hf_keeps_only_the_rank_experts() {
 #[test]
 fn ep_slice_missing_an_own_expert_is_refused() {
     let ck = hf(hf_experts(L0, 0..4, BF16));
-    let err = from_hf(&ck, &moe_config("E", 5), &rank_1_of_2()).unwrap_err();
+    let err = from_hf_slice(&ck, &moe_config("E", 5), rank_1_of_2()).unwrap_err();
     assert!(
         matches!(
             &err,
@@ -119,7 +116,7 @@ fn split_l0(c: &Catalog, first_id: u64) -> Vec<OutputTensor> {
 #[test]
 fn split_gives_one_transposed_slice_per_expert() {
     let ck = internal(merged_inputs(3, BF16), INTERNAL_META);
-    let conv = to_hf(&ck, &moe_config("E", 3), &Options::default()).unwrap();
+    let conv = to_hf(&ck, &moe_config("E", 3), &ToHfOptions::default()).unwrap();
     let c = &ck.catalog;
     assert_outputs(&conv, split_l0(c, 0));
     for e in 0..3 {
@@ -144,7 +141,7 @@ fn split_gives_one_transposed_slice_per_expert() {
 #[test]
 fn split_experts_keep_their_dtype() {
     let ck = internal(merged_inputs(2, F32), INTERNAL_META);
-    let conv = to_hf(&ck, &moe_config("E", 2), &Options::default()).unwrap();
+    let conv = to_hf(&ck, &moe_config("E", 2), &ToHfOptions::default()).unwrap();
     assert_outputs(&conv, split_l0(&ck.catalog, 0));
     assert_eq!(output(&conv, &expert(L0, 1, "down_proj")).dtype, F32);
 }
@@ -157,7 +154,7 @@ fn mtp_merged_experts_split_under_mtp_prefix() {
         vec![t(up, BF16, &[2, H, I]), t(down, BF16, &[2, I, H])],
         INTERNAL_META,
     );
-    let conv = to_hf(&ck, &moe_config("M", 2), &Options::default()).unwrap();
+    let conv = to_hf(&ck, &moe_config("M", 2), &ToHfOptions::default()).unwrap();
     let c = &ck.catalog;
     let mut expected = split_rows(c, up, 0, &|e| expert("mtp.layers.0", e, "up_proj"));
     expected.extend(split_rows(c, down, 0, &|e| {
@@ -177,7 +174,7 @@ fn fp32_params_go_back_to_mixer_names_as_f32() {
         ],
         INTERNAL_META,
     );
-    let conv = to_hf(&ck, &moe_config("M", 2), &Options::default()).unwrap();
+    let conv = to_hf(&ck, &moe_config("M", 2), &ToHfOptions::default()).unwrap();
     let c = &ck.catalog;
     let mut expected = copies(
         c,
@@ -205,7 +202,7 @@ fn norm_and_embeddings_get_hf_names() {
         ],
         INTERNAL_META,
     );
-    let conv = to_hf(&ck, &moe_config("M", 2), &Options::default()).unwrap();
+    let conv = to_hf(&ck, &moe_config("M", 2), &ToHfOptions::default()).unwrap();
     let expected = copies(
         &ck.catalog,
         &[
@@ -234,13 +231,13 @@ fn model_prefix_recorded_is_used_and_option_overrides() {
     let ck = internal(vec![t("model.norm.weight", BF16, &[H])], &meta);
     let cfg = moe_config("M", 2);
 
-    let conv = to_hf(&ck, &cfg, &Options::default()).unwrap();
+    let conv = to_hf(&ck, &cfg, &ToHfOptions::default()).unwrap();
     assert_eq!(output_names(&conv), vec!["model.norm_f.weight"]);
     assert_eq!(conv.metadata["nemoconv.hf_prefix"], "model");
 
-    let options = Options {
+    let options = ToHfOptions {
         hf_prefix: Some(HfPrefix::Backbone),
-        ..Options::default()
+        ..ToHfOptions::default()
     };
     let conv = to_hf(&ck, &cfg, &options).unwrap();
     assert_eq!(output_names(&conv), vec!["backbone.norm_f.weight"]);
@@ -250,7 +247,7 @@ fn model_prefix_recorded_is_used_and_option_overrides() {
 #[test]
 fn unrecorded_prefix_defaults_to_backbone() {
     let ck = internal(vec![t("model.norm.weight", BF16, &[H])], &[]);
-    let conv = to_hf(&ck, &moe_config("M", 2), &Options::default()).unwrap();
+    let conv = to_hf(&ck, &moe_config("M", 2), &ToHfOptions::default()).unwrap();
     assert_eq!(output_names(&conv), vec!["backbone.norm_f.weight"]);
     assert_eq!(conv.metadata["nemoconv.hf_prefix"], "backbone");
 }
@@ -266,9 +263,9 @@ fn exclude_regex_matches_output_names_anchored_at_start() {
     );
     let cfg = moe_config("M", 2);
     let names_without = |re: &str| {
-        let options = Options {
+        let options = ToHfOptions {
             exclude: anchored_regex(re).unwrap(),
-            ..Options::default()
+            ..ToHfOptions::default()
         };
         let conv = to_hf(&ck, &cfg, &options).unwrap();
         output_names(&conv)
@@ -288,9 +285,9 @@ fn exclude_regex_matches_output_names_anchored_at_start() {
 #[test]
 fn exclude_regex_applies_to_each_split_expert() {
     let ck = internal(merged_inputs(3, BF16), INTERNAL_META);
-    let options = Options {
+    let options = ToHfOptions {
         exclude: anchored_regex(r"backbone\.layers\.0\.mixer\.experts\.1\.").unwrap(),
-        ..Options::default()
+        ..ToHfOptions::default()
     };
     let conv = to_hf(&ck, &moe_config("E", 3), &options).unwrap();
     let mut expected = split_l0(&ck.catalog, 0);
@@ -299,63 +296,59 @@ fn exclude_regex_applies_to_each_split_expert() {
     assert_outputs(&conv, expected);
 }
 
+/// SPEC §4.5: a merged tensor whose expert count or `I` dim is wrong is refused, naming the
+/// tensor and its shape. Each row: what is wrong, the two merged inputs, the tensor at fault.
 #[test]
-fn merged_tensor_with_wrong_first_dim_is_refused() {
-    let ck = internal(merged_inputs(2, BF16), INTERNAL_META);
-    let err = to_hf(&ck, &moe_config("E", 3), &Options::default()).unwrap_err();
-    assert!(
-        matches!(&err, Error::MergedShape { tensor, shape, .. }
-            if tensor == MERGED_UP && *shape == vec![2, H, I]),
-        "{err:?}"
-    );
-}
-
-#[test]
-fn down_projs_not_i_in_dim1_is_refused() {
-    let ck = internal(
-        vec![
-            t(MERGED_UP, BF16, &[3, H, I]),
-            t(MERGED_DOWN, BF16, &[3, H, I]),
-        ],
-        INTERNAL_META,
-    );
-    let err = to_hf(&ck, &moe_config("E", 3), &Options::default()).unwrap_err();
-    assert!(
-        matches!(&err, Error::MergedShape { tensor, shape, .. }
-            if tensor == MERGED_DOWN && *shape == vec![3, H, I]),
-        "{err:?}"
-    );
-}
-
-#[test]
-fn gate_and_up_projs_not_i_in_dim2_is_refused() {
-    let ck = internal(
-        vec![
-            t(MERGED_UP, BF16, &[3, I, H]),
-            t(MERGED_DOWN, BF16, &[3, I, H]),
-        ],
-        INTERNAL_META,
-    );
-    let err = to_hf(&ck, &moe_config("E", 3), &Options::default()).unwrap_err();
-    assert!(
-        matches!(&err, Error::MergedShape { tensor, shape, .. }
-            if tensor == MERGED_UP && *shape == vec![3, I, H]),
-        "{err:?}"
-    );
+fn mis_shaped_merged_tensors_are_refused() {
+    let cases: [(&str, Vec<Spec>, &str, [u64; 3]); 3] = [
+        (
+            "first dim is not E",
+            merged_inputs(2, BF16),
+            MERGED_UP,
+            [2, H, I],
+        ),
+        (
+            "down_projs without I in dim 1",
+            vec![
+                t(MERGED_UP, BF16, &[3, H, I]),
+                t(MERGED_DOWN, BF16, &[3, H, I]),
+            ],
+            MERGED_DOWN,
+            [3, H, I],
+        ),
+        (
+            "gate_and_up_projs without I in dim 2",
+            vec![
+                t(MERGED_UP, BF16, &[3, I, H]),
+                t(MERGED_DOWN, BF16, &[3, I, H]),
+            ],
+            MERGED_UP,
+            [3, I, H],
+        ),
+    ];
+    for (case, inputs, culprit, culprit_shape) in cases {
+        let ck = internal(inputs, INTERNAL_META);
+        let err = to_hf(&ck, &moe_config("E", 3), &ToHfOptions::default()).unwrap_err();
+        assert!(
+            matches!(&err, Error::MergedShape { tensor, shape, .. }
+                if tensor == culprit && *shape == culprit_shape),
+            "{case}: {err:?}"
+        );
+    }
 }
 
 #[test]
 fn hf_input_to_to_hf_is_refused() {
     // The released checkpoints' own naming: `backbone.` per-expert tensors.
     let ck = hf(hf_experts(L0, 0..2, BF16));
-    let err = to_hf(&ck, &moe_config("E", 2), &Options::default()).unwrap_err();
+    let err = to_hf(&ck, &moe_config("E", 2), &ToHfOptions::default()).unwrap_err();
     assert!(matches!(err, Error::WrongLayout { .. }), "{err:?}");
 }
 
 #[test]
 fn model_prefixed_hf_input_to_to_hf_is_refused() {
     let ck = hf(hf_experts("model.layers.0", 0..2, BF16));
-    let err = to_hf(&ck, &moe_config("E", 2), &Options::default()).unwrap_err();
+    let err = to_hf(&ck, &moe_config("E", 2), &ToHfOptions::default()).unwrap_err();
     assert!(matches!(err, Error::WrongLayout { .. }), "{err:?}");
 }
 
@@ -365,7 +358,7 @@ fn input_marked_hf_is_refused_by_to_hf() {
         vec![t("backbone.norm_f.weight", BF16, &[H])],
         &[("format", "pt"), ("nemoconv.layout", "hf")],
     );
-    let err = to_hf(&ck, &moe_config("M", 2), &Options::default()).unwrap_err();
+    let err = to_hf(&ck, &moe_config("M", 2), &ToHfOptions::default()).unwrap_err();
     assert!(matches!(err, Error::WrongLayout { .. }), "{err:?}");
 }
 
@@ -382,7 +375,7 @@ fn ep_slice_to_hf_emits_the_rank_experts_under_global_ids() {
         ("nemoconv.expert_end", "5"),
     ];
     let ck = internal(merged_inputs(2, BF16), &meta);
-    let conv = to_hf(&ck, &moe_config("E", 5), &Options::default()).unwrap();
+    let conv = to_hf(&ck, &moe_config("E", 5), &ToHfOptions::default()).unwrap();
     assert_outputs(&conv, split_l0(&ck.catalog, 3));
     assert!(output_names(&conv).contains(&expert(L0, 4, "down_proj").as_str()));
 }

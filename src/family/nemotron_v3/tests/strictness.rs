@@ -1,11 +1,12 @@
 //! Unit tests of the SPEC §3 strictness table, row by row, default and --lenient.
 
 use super::*;
+use crate::error::DequantProblem;
 
 #[test]
 fn missing_expert_is_refused_even_when_lenient() {
     let ck = hf(hf_experts(L0, [0, 1, 3], BF16));
-    for options in [Options::default(), lenient()] {
+    for options in [FromHfOptions::default(), lenient()] {
         let err = from_hf(&ck, &moe_config("E", 4), &options).unwrap_err();
         assert!(
             matches!(
@@ -24,7 +25,7 @@ fn layer_with_up_but_no_down_experts_is_refused() {
         t(expert(L0, 0, "up_proj"), BF16, &[I, H]),
         t(expert(L0, 1, "up_proj"), BF16, &[I, H]),
     ]);
-    for options in [Options::default(), lenient()] {
+    for options in [FromHfOptions::default(), lenient()] {
         let err = from_hf(&ck, &moe_config("E", 2), &options).unwrap_err();
         assert!(
             matches!(
@@ -134,13 +135,21 @@ fn fnuz_fp8_is_refused_as_quantized_and_by_dequantize() {
         matches!(&err, Error::Quantized { what, .. } if what.contains("F8_E5M2FNUZ")),
         "{err:?}"
     );
-    let dequantize = Options {
+    let dequantize = FromHfOptions {
         dequantize: true,
-        ..Options::default()
+        ..FromHfOptions::default()
     };
     let err = from_hf(&ck, &moe_config("E", 2), &dequantize).unwrap_err();
     assert!(
-        matches!(&err, Error::Dequantize { reason, .. } if reason.contains("F8_E5M2FNUZ")),
+        matches!(
+            &err,
+            Error::Dequantize {
+                problem: DequantProblem::Fp8Format {
+                    dtype: Dtype::F8_E5M2FNUZ
+                },
+                ..
+            }
+        ),
         "{err:?}"
     );
 }
@@ -220,7 +229,7 @@ fn expert_bias_is_refused_even_when_lenient() {
     let mut tensors = hf_experts(L0, 0..2, BF16);
     tensors.push(t(bias.as_str(), BF16, &[I]));
     let ck = hf(tensors);
-    for options in [Options::default(), lenient()] {
+    for options in [FromHfOptions::default(), lenient()] {
         let err = from_hf(&ck, &moe_config("E", 2), &options).unwrap_err();
         assert!(
             matches!(&err, Error::ExpertBias { tensor, .. } if *tensor == bias),
@@ -236,7 +245,7 @@ fn mlp_bias_true_is_refused() {
         r#"{"hybrid_override_pattern": "E", "n_routed_experts": 2,
             "moe_intermediate_size": 2, "mlp_bias": true}"#,
     );
-    for options in [Options::default(), lenient()] {
+    for options in [FromHfOptions::default(), lenient()] {
         let err = from_hf(&ck, &cfg, &options).unwrap_err();
         assert!(
             matches!(

@@ -1,11 +1,12 @@
-//! Test-only helpers: write small safetensors checkpoints (shards, index, config) into a
-//! directory, so `inspect` and `verify` tests run on real files.
+//! Test support for the unit tests of every module: the one writer of small safetensors
+//! checkpoints (shards, index, config) into a directory, so tests run on real files.
+//! (The integration tests in `tests/it/` are another crate and have their own, `builder.rs`.)
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use half::{bf16, f16};
-use safetensors::tensor::TensorView;
+use serde_json::{Value, json};
 
 use crate::catalog::INDEX_FILE;
 use crate::dtype::Dtype;
@@ -39,21 +40,38 @@ pub(crate) fn f32s(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Writes `tensors` as the single shard `file` of `dir`, with optional `__metadata__`.
+/// Writes `tensors` as the shard `file` of `dir`, their bytes stored in the order given (so a
+/// test can store experts out of order), with `__metadata__` when `metadata` is not empty.
 pub(crate) fn write_shard(dir: &Path, file: &str, tensors: &[Tensor], metadata: &[(&str, &str)]) {
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, dtype, shape, data)| {
-            let view = TensorView::new(*dtype, shape.clone(), data).expect("a consistent tensor");
-            (name.clone(), view)
-        })
-        .collect();
-    let metadata: HashMap<String, String> = metadata
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let metadata = (!metadata.is_empty()).then_some(metadata);
-    safetensors::serialize_to_file(views, metadata, &dir.join(file)).expect("write a test shard");
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let meta = metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect();
+        header.insert("__metadata__".to_string(), Value::Object(meta));
+    }
+    let mut data: Vec<u8> = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let numel: usize = shape.iter().product();
+        assert_eq!(
+            bytes.len(),
+            (numel * dtype.bitsize()).div_ceil(8),
+            "{name}: bytes for {dtype:?} {shape:?}"
+        );
+        let start = data.len();
+        data.extend(bytes);
+        let entry = json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]});
+        assert!(header.insert(name.clone(), entry).is_none(), "{name} twice");
+    }
+    let mut head = serde_json::to_vec(&Value::Object(header)).expect("a JSON header");
+    while !head.len().is_multiple_of(8) {
+        head.push(b' ');
+    }
+    let mut bytes = (head.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(head);
+    bytes.extend(data);
+    std::fs::write(dir.join(file), bytes).expect("write a test shard");
 }
 
 /// Writes `tensors` into `dir`, `per_shard` tensors a shard, with an index when there are

@@ -1,7 +1,21 @@
 //! The library's one error type. Every variant names the file and, where there is one, the
 //! tensor, and says what to do. Nothing here prints or exits.
 
+mod checkpoint;
+mod config;
+mod format;
+mod index;
+mod output;
+mod tensor;
+
 use std::path::PathBuf;
+
+pub use checkpoint::CheckpointError;
+pub use config::ConfigError;
+pub use format::{HeaderProblem, MappingProblem, ShardingProblem};
+pub use index::IndexError;
+pub use output::{MarkerProblem, OutputError};
+pub use tensor::{DequantProblem, ExpectedMerged, ExpertProblem, LayoutEvidence, PieceDifference};
 
 /// Result with nemoconv's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -38,13 +52,14 @@ pub enum Error {
     },
     /// A shard's header could not be read or failed safetensors' checks.
     #[error(
-        "{path}: not a valid safetensors file: {reason}; the file is damaged or incomplete, download or copy it again"
+        "{path}: not a valid safetensors file, damaged or incomplete (download or copy it again)"
     )]
     BadShard {
         /// The shard file.
         path: PathBuf,
-        /// What is wrong, from the safetensors crate or from nemoconv's own checks.
-        reason: String,
+        /// What is wrong, from nemoconv's checks or the safetensors crate.
+        #[source]
+        problem: HeaderProblem,
     },
     /// A shard became shorter than its header says while nemoconv was reading it.
     #[error(
@@ -58,16 +73,6 @@ pub enum Error {
         /// The file's size when it was opened.
         len_bytes: u64,
     },
-    /// A tensor in a shard uses a dtype nemoconv cannot handle here.
-    #[error("{path}: tensor {tensor:?}: {reason}")]
-    BadTensor {
-        /// The shard file.
-        path: PathBuf,
-        /// The tensor name.
-        tensor: String,
-        /// What is wrong and what to do.
-        reason: String,
-    },
     /// The same tensor name appears in two shards.
     #[error("{second}: tensor {tensor:?} is also in {first}; remove one copy")]
     DuplicateTensor {
@@ -78,34 +83,12 @@ pub enum Error {
         /// The shard seen second.
         second: PathBuf,
     },
-    /// `model.safetensors.index.json` is not valid JSON or lacks `weight_map`.
-    #[error("{path}: not a valid index: {reason}")]
-    BadIndex {
-        /// The index file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The index and the shards disagree.
-    #[error(
-        "{path}: tensor {tensor:?}: {reason}; the index does not match the shards, regenerate it or restore the missing files"
-    )]
-    IndexMismatch {
-        /// The index file.
-        path: PathBuf,
-        /// The tensor involved.
-        tensor: String,
-        /// What disagrees.
-        reason: String,
-    },
-    /// `config.json` is missing, not JSON, or lacks a field the conversion needs.
-    #[error("{path}: {reason}")]
-    BadConfig {
-        /// The config file.
-        path: PathBuf,
-        /// What is wrong and what to do.
-        reason: String,
-    },
+    /// `model.safetensors.index.json` is invalid or disagrees with the shards.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// `config.json` is missing, not JSON, or lacks or misstates a field.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// Both `backbone.` and `model.` prefixed names are present (SPEC §3.1).
     #[error(
         "{path}: tensor {tensor:?} has prefix {prefix:?} but {other:?} has {other_prefix:?}; a checkpoint must use one prefix"
@@ -193,14 +176,14 @@ pub enum Error {
         n_missing: usize,
     },
     /// Experts of one group disagree in shape or dtype, or with the config.
-    #[error("{path}: tensor {tensor:?}: {reason}")]
+    #[error("{path}: tensor {tensor:?}: {problem}")]
     ExpertMismatch {
         /// The shard.
         path: PathBuf,
         /// The tensor.
         tensor: String,
-        /// What disagrees with what.
-        reason: String,
+        /// What disagrees with what (boxed: it can hold two shapes).
+        problem: Box<ExpertProblem>,
     },
     /// A merged expert tensor has the wrong shape for to-hf (SPEC §4.5).
     #[error("{path}: tensor {tensor:?}: shape {shape:?}, expected {expected}")]
@@ -211,8 +194,8 @@ pub enum Error {
         tensor: String,
         /// The shape found.
         shape: Vec<u64>,
-        /// The expected shape, written with `*` for free dims.
-        expected: String,
+        /// The shape it must have.
+        expected: ExpectedMerged,
     },
     /// A tensor sits in a layer whose pattern kind cannot hold it.
     #[error(
@@ -231,12 +214,22 @@ pub enum Error {
         found: &'static str,
     },
     /// The input is not in the layout the command converts from.
-    #[error("{path}: {reason}")]
+    #[error("{path}: {found}; this input is already converted, use `nemoconv {command}`")]
     WrongLayout {
         /// The input directory.
         path: PathBuf,
-        /// What was found and which command to use.
-        reason: String,
+        /// What shows the layout.
+        found: LayoutEvidence,
+        /// The command that converts from it.
+        command: &'static str,
+    },
+    /// to-hf was given a training checkpoint, whose names are HF names already.
+    #[error(
+        "{path}: is a training checkpoint (rank shards and .hf_metadata/), already in HF names; use nemoconv consolidate for an HF checkpoint, or from-hf for the internal layout"
+    )]
+    TrainingCheckpointToHf {
+        /// The input directory.
+        path: PathBuf,
     },
     /// A tensor needs a dtype conversion nemoconv does not do.
     #[error("{path}: tensor {tensor:?}: cannot convert {from} to {to}")]
@@ -251,21 +244,11 @@ pub enum Error {
         to: String,
     },
     /// A rule about the checkpoint as a whole, not one tensor, is broken.
-    #[error("{path}: {reason}")]
-    Checkpoint {
-        /// The input directory.
-        path: PathBuf,
-        /// What is wrong and what to do.
-        reason: String,
-    },
-    /// The output location cannot be used.
-    #[error("{path}: {reason}")]
-    Output {
-        /// The output path.
-        path: PathBuf,
-        /// What is wrong and what to do.
-        reason: String,
-    },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The output location cannot be used, or a spread run is not ready to finalize.
+    #[error(transparent)]
+    Output(#[from] OutputError),
     /// `--exclude-regex` could not decide on a name (it backtracked past its limit).
     #[error("--exclude-regex {pattern:?} could not decide on {tensor:?}; simplify the pattern")]
     ExcludeRegex {
@@ -288,14 +271,14 @@ pub enum Error {
         what: String,
     },
     /// A quantized tensor cannot be dequantized.
-    #[error("{path}: tensor {tensor:?}: {reason}")]
+    #[error("{path}: tensor {tensor:?}: {problem}")]
     Dequantize {
         /// The shard.
         path: PathBuf,
         /// The tensor.
         tensor: String,
         /// Why.
-        reason: String,
+        problem: DequantProblem,
     },
     /// A `*.safetensors` of a DCP training checkpoint without DCP sharding metadata.
     #[error(
@@ -306,16 +289,17 @@ pub enum Error {
         path: PathBuf,
     },
     /// A shard's DCP sharding metadata does not describe its tensors.
-    #[error("{path}: DCP sharding metadata: {reason}; the file is damaged")]
+    #[error("{path}: the DCP sharding metadata is damaged")]
     BadSharding {
         /// The shard file.
         path: PathBuf,
         /// What is wrong, naming the tensor.
-        reason: String,
+        #[source]
+        problem: ShardingProblem,
     },
     /// Two pieces of one tensor have different dtypes or ranks.
     #[error(
-        "{path}: tensor {tensor:?}: {reason} than its piece in {first}; the shard files are not of one save"
+        "{path}: tensor {tensor:?}: {difference} than its piece in {first}; the shard files are not of one save"
     )]
     PieceMismatch {
         /// The shard holding the disagreeing piece.
@@ -324,8 +308,8 @@ pub enum Error {
         tensor: String,
         /// The shard holding the first piece.
         first: PathBuf,
-        /// What differs ("piece is F32, a different dtype").
-        reason: String,
+        /// What differs.
+        difference: PieceDifference,
     },
     /// Two pieces of one tensor cover the same elements.
     #[error(
@@ -368,12 +352,13 @@ pub enum Error {
         path: PathBuf,
     },
     /// A file of `.hf_metadata/` cannot be used.
-    #[error("{path}: {reason}")]
+    #[error("{path}: not a usable .hf_metadata file")]
     BadHfMetadata {
         /// The file.
         path: PathBuf,
         /// What is wrong, naming the tensor where one is at fault.
-        reason: String,
+        #[source]
+        problem: MappingProblem,
     },
     /// A tensor the shards hold that the file-index mapping does not list.
     #[error(
@@ -418,3 +403,6 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
