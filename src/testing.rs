@@ -11,6 +11,19 @@ use serde_json::{Value, json};
 use crate::catalog::INDEX_FILE;
 use crate::dtype::Dtype;
 
+/// The header metadata of an internal-layout shard holding rank 1 of a 2-rank
+/// expert-parallel slice of 5 experts (experts 3 and 4).
+pub(crate) const SLICE_1_OF_2_OF_5: [(&str, &str); 8] = [
+    ("format", "pt"),
+    ("nemoconv.layout", "internal"),
+    ("nemoconv.hf_prefix", "backbone"),
+    ("nemoconv.n_routed_experts", "5"),
+    ("nemoconv.ep_size", "2"),
+    ("nemoconv.ep_rank", "1"),
+    ("nemoconv.expert_start", "3"),
+    ("nemoconv.expert_end", "5"),
+];
+
 /// One tensor to write: name, dtype, shape and raw little-endian bytes.
 pub(crate) type Tensor = (String, Dtype, Vec<usize>, Vec<u8>);
 

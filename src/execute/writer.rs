@@ -18,17 +18,7 @@ use crate::plan::{OutputShard, Plan};
 /// # Errors
 /// [`Error::Io`] naming the shard.
 pub fn create_shard(path: &Path, shard: &OutputShard) -> Result<File> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(Error::io(parent, "create directory"))?;
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(Error::io(path, "create"))?;
-    reserve(&file, shard.len_bytes).map_err(Error::io(path, "reserve space"))?;
+    let file = open_sized(path, shard, true)?;
     write_at(&file, &shard.header, 0, path)?;
     Ok(file)
 }
@@ -40,6 +30,16 @@ pub fn create_shard(path: &Path, shard: &OutputShard) -> Result<File> {
 /// # Errors
 /// [`Error::Io`] naming the shard.
 pub fn open_shared_shard(path: &Path, shard: &OutputShard, header: bool) -> Result<()> {
+    let file = open_sized(path, shard, false)?;
+    if header {
+        write_at(&file, &shard.header, 0, path)?;
+    }
+    Ok(())
+}
+
+/// Opens `path` for writing, creating its directory and the file if need be (emptied first
+/// when `truncate`), with the shard's final size reserved on the disk.
+fn open_sized(path: &Path, shard: &OutputShard, truncate: bool) -> Result<File> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(Error::io(parent, "create directory"))?;
     }
@@ -47,14 +47,11 @@ pub fn open_shared_shard(path: &Path, shard: &OutputShard, header: bool) -> Resu
         .read(true)
         .write(true)
         .create(true)
-        .truncate(false)
+        .truncate(truncate)
         .open(path)
         .map_err(Error::io(path, "create"))?;
     reserve(&file, shard.len_bytes).map_err(Error::io(path, "reserve space"))?;
-    if header {
-        write_at(&file, &shard.header, 0, path)?;
-    }
-    Ok(())
+    Ok(file)
 }
 
 /// Alignment of the direct writes: a page, so a direct write never touches a page-cache page

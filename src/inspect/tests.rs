@@ -172,16 +172,7 @@ fn recorded_metadata_gives_layout_and_slice() {
         &[2, 4, 2],
         bf16s(&[0.0; 16]),
     );
-    let metadata = [
-        ("format", "pt"),
-        ("nemoconv.layout", "internal"),
-        ("nemoconv.hf_prefix", "backbone"),
-        ("nemoconv.n_routed_experts", "5"),
-        ("nemoconv.ep_size", "2"),
-        ("nemoconv.ep_rank", "1"),
-        ("nemoconv.expert_start", "3"),
-        ("nemoconv.expert_end", "5"),
-    ];
+    let metadata = crate::testing::SLICE_1_OF_2_OF_5;
     write_shard(dir.path(), "model.safetensors", &[merged], &metadata);
     write_config(dir.path(), &config("ME", 5));
     let r = inspect(dir.path()).unwrap();

@@ -162,15 +162,7 @@ fn id_of(c: &Catalog, name: &str) -> TensorId {
 
 /// The source reading all of input tensor `name`.
 fn source(c: &Catalog, name: &str) -> Source {
-    let id = id_of(c, name);
-    let t = c.tensor(id);
-    Source {
-        tensor: id,
-        shard: t.shard(),
-        bytes: t.bytes().clone(),
-        dtype: t.dtype,
-        scale: None,
-    }
+    super::experts::source_of(c, id_of(c, name))
 }
 
 /// Splits a `"input -> output"` rename.

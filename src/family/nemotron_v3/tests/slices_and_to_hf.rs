@@ -1,6 +1,7 @@
 //! Unit tests of SPEC §5 slices on from-hf and of SPEC §4 to-hf.
 
 use super::*;
+use crate::testing::SLICE_1_OF_2_OF_5;
 
 fn rank_1_of_2() -> Option<EpSlice> {
     EpSlice::new(2, 1)
@@ -22,16 +23,7 @@ fn ep_slice_from_hf_keeps_only_the_rank_experts() {
     assert_outputs(&conv, expected);
     let up = output(&conv, "model.layers.0.mixer.experts.gate_and_up_projs");
     assert_eq!(up.shape, vec![2, H, I]);
-    let expected = metadata(&[
-        ("format", "pt"),
-        ("nemoconv.layout", "internal"),
-        ("nemoconv.hf_prefix", "backbone"),
-        ("nemoconv.n_routed_experts", "5"),
-        ("nemoconv.ep_size", "2"),
-        ("nemoconv.ep_rank", "1"),
-        ("nemoconv.expert_start", "3"),
-        ("nemoconv.expert_end", "5"),
-    ]);
+    let expected = metadata(&SLICE_1_OF_2_OF_5);
     assert_eq!(conv.metadata, expected);
 }
 
@@ -364,17 +356,7 @@ fn input_marked_hf_is_refused_by_to_hf() {
 
 #[test]
 fn ep_slice_to_hf_emits_the_rank_experts_under_global_ids() {
-    let meta = [
-        ("format", "pt"),
-        ("nemoconv.layout", "internal"),
-        ("nemoconv.hf_prefix", "backbone"),
-        ("nemoconv.n_routed_experts", "5"),
-        ("nemoconv.ep_size", "2"),
-        ("nemoconv.ep_rank", "1"),
-        ("nemoconv.expert_start", "3"),
-        ("nemoconv.expert_end", "5"),
-    ];
-    let ck = internal(merged_inputs(2, BF16), &meta);
+    let ck = internal(merged_inputs(2, BF16), &SLICE_1_OF_2_OF_5);
     let conv = to_hf(&ck, &moe_config("E", 5), &ToHfOptions::default()).unwrap();
     assert_outputs(&conv, split_l0(&ck.catalog, 3));
     assert!(output_names(&conv).contains(&expert(L0, 4, "down_proj").as_str()));
