@@ -27,14 +27,59 @@ pub fn full_shape(pieces: &[Piece]) -> Vec<u64> {
         .collect()
 }
 
-/// A block of elements as `[start:end, ...]`, for messages.
-pub fn slot_text(offset: &[u64], shape: &[u64]) -> String {
-    let dims: Vec<String> = offset
-        .iter()
-        .zip(shape)
-        .map(|(o, s)| format!("{o}:{}", o + s))
-        .collect();
-    format!("[{}]", dims.join(", "))
+/// A block of a tensor's elements: where it starts and its extent in every dimension; shown
+/// as `[start:end, ...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// The elements held in every dimension.
+    pub dims: Vec<std::ops::Range<u64>>,
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dims: Vec<String> = self
+            .dims
+            .iter()
+            .map(|d| format!("{}:{}", d.start, d.end))
+            .collect();
+        write!(f, "[{}]", dims.join(", "))
+    }
+}
+
+/// The elements of a tensor that no piece holds: a block, or only their count where no
+/// single block is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uncovered {
+    /// A block no piece covers.
+    Block(Slot),
+    /// How many elements of how many are missing.
+    Count {
+        /// Elements no piece holds.
+        missing: u64,
+        /// Elements of the full shape.
+        total: u64,
+    },
+}
+
+impl std::fmt::Display for Uncovered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Uncovered::Block(slot) => slot.fmt(f),
+            Uncovered::Count { missing, total } => {
+                write!(
+                    f,
+                    "{missing} of {total} (only {} are held)",
+                    total - missing
+                )
+            }
+        }
+    }
+}
+
+fn slot(offset: &[u64], shape: &[u64]) -> Slot {
+    Slot {
+        dims: offset.iter().zip(shape).map(|(&o, &s)| o..o + s).collect(),
+    }
 }
 
 /// Checks that the pieces of `tensor` (full shape `shape`) neither overlap nor leave a gap.
@@ -53,9 +98,9 @@ pub fn check(
         return Err(Error::PieceOverlap {
             path: path_of(b),
             tensor: tensor.to_string(),
-            range: slot_text(&b.offset, &b.shape),
+            range: slot(&b.offset, &b.shape),
             other: path_of(a),
-            other_range: slot_text(&a.offset, &a.shape),
+            other_range: slot(&a.offset, &a.shape),
         });
     }
     // Without overlaps, and every piece inside the full shape, the pieces cover it exactly
@@ -65,19 +110,21 @@ pub fn check(
     if covered == total {
         return Ok(());
     }
-    let range = find_gap(shape, pieces)
-        .unwrap_or_else(|| format!("{} of {total} (only {covered} are held)", total - covered));
-    let mut held: Vec<String> = pieces
-        .iter()
-        .map(|p| path_of(p).display().to_string())
-        .collect();
+    let range = find_gap(shape, pieces).map_or(
+        Uncovered::Count {
+            missing: u64::try_from(total.saturating_sub(covered)).unwrap_or(u64::MAX),
+            total: numel(shape),
+        },
+        Uncovered::Block,
+    );
+    let mut held: Vec<PathBuf> = pieces.iter().map(path_of).collect();
     held.dedup();
     Err(Error::PieceGap {
         path: dir.to_path_buf(),
         tensor: tensor.to_string(),
         range,
         shape: shape.to_vec(),
-        held: held.join(", "),
+        held,
     })
 }
 
@@ -110,7 +157,7 @@ fn find_overlap(pieces: &[Piece]) -> Option<(&Piece, &Piece)> {
 
 /// An uncovered block: the first cell, in row-major order, of the grid that the pieces'
 /// boundaries cut the tensor into that no piece holds. None when the grid is too large.
-fn find_gap(shape: &[u64], pieces: &[Piece]) -> Option<String> {
+fn find_gap(shape: &[u64], pieces: &[Piece]) -> Option<Slot> {
     let bounds: Vec<Vec<u64>> = (0..shape.len())
         .map(|d| {
             let mut b = vec![0, shape[d]];
@@ -146,7 +193,7 @@ fn find_gap(shape: &[u64], pieces: &[Piece]) -> Option<String> {
                 .enumerate()
                 .map(|(d, &i)| bounds[d][i + 1] - bounds[d][i])
                 .collect();
-            return Some(slot_text(&start, &size));
+            return Some(slot(&start, &size));
         }
         for d in (0..shape.len()).rev() {
             index[d] += 1;
@@ -206,7 +253,7 @@ mod tests {
     fn a_missing_first_half_is_a_gap_naming_the_block() {
         let err = run(&[piece(1, &[32, 0], &[32, 16])]).unwrap_err();
         assert!(
-            matches!(&err, Error::PieceGap { range, shape, .. } if range == "[0:32, 0:16]" && *shape == vec![64, 16]),
+            matches!(&err, Error::PieceGap { range, shape, .. } if range.to_string() == "[0:32, 0:16]" && *shape == vec![64, 16]),
             "{err}"
         );
     }
@@ -216,7 +263,7 @@ mod tests {
         let pieces = [piece(0, &[0, 0], &[4, 4]), piece(1, &[0, 8], &[4, 4])];
         let err = run(&pieces).unwrap_err();
         assert!(
-            matches!(&err, Error::PieceGap { range, .. } if range == "[0:4, 4:8]"),
+            matches!(&err, Error::PieceGap { range, .. } if range.to_string() == "[0:4, 4:8]"),
             "{err}"
         );
     }
@@ -227,8 +274,8 @@ mod tests {
         let err = run(&pieces).unwrap_err();
         assert!(
             matches!(&err, Error::PieceOverlap { path, range, other, other_range, .. }
-                if path == Path::new("r1") && range == "[2:4, 0:4]"
-                && other == Path::new("r0") && other_range == "[0:3, 0:4]"),
+                if path == Path::new("r1") && range.to_string() == "[2:4, 0:4]"
+                && other == Path::new("r0") && other_range.to_string() == "[0:3, 0:4]"),
             "{err}"
         );
     }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-pub use coverage::{full_shape, slot_text};
+pub use coverage::{Slot, Uncovered, full_shape};
 pub use index::{INDEX_FILE, ShardIndex};
 pub use listing::kind_of;
 pub(crate) use listing::list_dir;

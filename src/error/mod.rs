@@ -10,12 +10,17 @@ mod tensor;
 
 use std::path::PathBuf;
 
+use crate::catalog::{Slot, Uncovered};
+
 pub use checkpoint::CheckpointError;
 pub use config::ConfigError;
 pub use format::{HeaderProblem, MappingProblem, ShardingProblem};
 pub use index::IndexError;
 pub use output::{MarkerProblem, OutputError};
-pub use tensor::{DequantProblem, ExpectedMerged, ExpertProblem, LayoutEvidence, PieceDifference};
+pub use tensor::{
+    DequantProblem, ExpectedMerged, ExpertProblem, Fp8Scale, LayoutEvidence, PieceDifference,
+    QuantSign,
+};
 
 /// Result with nemoconv's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -268,7 +273,7 @@ pub enum Error {
         /// The tensor that shows it, or empty.
         tensor: String,
         /// What was found.
-        what: String,
+        what: QuantSign,
     },
     /// A quantized tensor cannot be dequantized.
     #[error("{path}: tensor {tensor:?}: {problem}")]
@@ -320,28 +325,29 @@ pub enum Error {
         path: PathBuf,
         /// The tensor.
         tensor: String,
-        /// That piece's elements, `[start:end, ...]`.
-        range: String,
+        /// That piece's elements.
+        range: Slot,
         /// The shard holding the other piece.
         other: PathBuf,
         /// The other piece's elements.
-        other_range: String,
+        other_range: Slot,
     },
     /// Part of a tensor is in no shard file.
     #[error(
-        "{path}: tensor {tensor:?}: elements {range} of its shape {shape:?} are in no shard file (its pieces are in {held}); a rank's shard file is missing"
+        "{path}: tensor {tensor:?}: elements {range} of its shape {shape:?} are in no shard file (its pieces are in {}); a rank's shard file is missing",
+        paths(held)
     )]
     PieceGap {
         /// The checkpoint directory.
         path: PathBuf,
         /// The tensor.
         tensor: String,
-        /// Elements not covered, `[start:end, ...]`, or a count when no block is found.
-        range: String,
+        /// Elements not covered.
+        range: Uncovered,
         /// The full shape the pieces imply.
         shape: Vec<u64>,
         /// The shard files holding its pieces.
-        held: String,
+        held: Vec<PathBuf>,
     },
     /// A training checkpoint without `.hf_metadata/`.
     #[error(
@@ -406,3 +412,9 @@ impl Error {
 
 #[cfg(test)]
 mod tests;
+
+/// Paths joined by commas, for a message.
+fn paths(list: &[PathBuf]) -> String {
+    let shown: Vec<String> = list.iter().map(|p| p.display().to_string()).collect();
+    shown.join(", ")
+}

@@ -2,7 +2,9 @@
 //! beside the file and tensor they name.
 
 use crate::dtype::Dtype;
-pub use crate::family::problems::{DequantProblem, ExpectedMerged, ExpertProblem};
+pub use crate::family::problems::{
+    DequantProblem, ExpectedMerged, ExpertProblem, Fp8Scale, QuantSign,
+};
 
 /// What shows that an input is in the other layout than the command converts from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

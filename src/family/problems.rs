@@ -132,3 +132,43 @@ impl std::fmt::Display for ExpectedMerged {
         }
     }
 }
+
+/// What shows that a checkpoint is quantized (the first sign found refuses a conversion).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuantSign {
+    /// An FP8 weight, with the scale beside it that tells its scheme.
+    #[error("{dtype:?} {scale}")]
+    Fp8 {
+        /// The weight's dtype.
+        dtype: Dtype,
+        /// Its scale.
+        scale: Fp8Scale,
+    },
+    /// A U8 weight with a `weight_scale_2`: NVFP4.
+    #[error("U8-packed NVFP4 weights with weight_scale_2")]
+    Nvfp4,
+    /// A ModelOpt scale tensor.
+    #[error("a ModelOpt quantization scale")]
+    Scale,
+    /// config.json has a `quantization_config`.
+    #[error("config.json declares a quantization_config")]
+    DeclaredInConfig,
+    /// A ModelOpt quantization config file lies beside the shards.
+    #[error("a ModelOpt quantization config")]
+    QuantConfigFile,
+}
+
+/// The scale an FP8 weight comes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Fp8Scale {
+    /// `weight_scale_inv`: block FP8.
+    #[error("block-FP8 weights with weight_scale_inv")]
+    BlockInv,
+    /// `weight_scale`: ModelOpt per-tensor FP8.
+    #[error("ModelOpt FP8 weights with a per-tensor weight_scale")]
+    PerTensor,
+    /// No scale at all.
+    #[error("FP8 weights without scales")]
+    None,
+}

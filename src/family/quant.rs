@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::catalog::{Catalog, TensorEntry, TensorId};
 use crate::config::ModelConfig;
 use crate::dtype::Dtype;
-use crate::error::{ConfigError, DequantProblem, Error, Result};
+use crate::error::{ConfigError, DequantProblem, Error, Fp8Scale, QuantSign, Result};
 use crate::options::FromHfOptions;
 use crate::plan::{FileChanges, OutputTensor, Recipe, Scale, Source};
 
@@ -64,7 +64,7 @@ pub struct Finding {
     /// The tensor that shows it, if it is a tensor.
     pub tensor: String,
     /// What was found.
-    pub what: String,
+    pub what: QuantSign,
 }
 
 /// Whether a dtype is one of the 8-bit float formats, which only quantized checkpoints store.
@@ -93,7 +93,7 @@ fn quant_config_file(catalog: &Catalog) -> Option<&PathBuf> {
 /// the family drops or refuses it by name (SPEC §3 table, row 4).
 pub fn detect(catalog: &Catalog, config: &ModelConfig) -> Option<Finding> {
     let names = catalog.ids_by_name();
-    let found = |id: TensorId, what: String| Finding {
+    let found = |id: TensorId, what: QuantSign| Finding {
         path: catalog.path_of(id).to_path_buf(),
         tensor: catalog.tensor(id).name.clone(),
         what,
@@ -101,41 +101,35 @@ pub fn detect(catalog: &Catalog, config: &ModelConfig) -> Option<Finding> {
     for (id, t) in catalog.iter() {
         let sibling = |end: &str| names.contains_key(format!("{}{end}", t.name).as_str());
         if is_fp8(t.dtype) {
-            let kind = if sibling(WEIGHT_SCALE_INV) {
-                "block-FP8 weights with weight_scale_inv"
+            let scale = if sibling(WEIGHT_SCALE_INV) {
+                Fp8Scale::BlockInv
             } else if sibling(WEIGHT_SCALE) {
-                "ModelOpt FP8 weights with a per-tensor weight_scale"
+                Fp8Scale::PerTensor
             } else {
-                "FP8 weights without scales"
+                Fp8Scale::None
             };
-            return Some(found(id, format!("{:?} {kind}", t.dtype)));
+            let dtype = t.dtype;
+            return Some(found(id, QuantSign::Fp8 { dtype, scale }));
         }
         if t.dtype == Dtype::U8 && sibling(WEIGHT_SCALE_2) {
-            return Some(found(
-                id,
-                "U8-packed NVFP4 weights with weight_scale_2".to_string(),
-            ));
+            return Some(found(id, QuantSign::Nvfp4));
         }
         if matches!(
             ScaleKind::of(&t.name),
             Some(ScaleKind::Weight | ScaleKind::Weight2 | ScaleKind::Input)
         ) {
-            return Some(found(id, "a ModelOpt quantization scale".to_string()));
+            return Some(found(id, QuantSign::Scale));
         }
     }
-    let declared = |path: PathBuf, what: &str| Finding {
+    let declared = |path: PathBuf, what: QuantSign| Finding {
         path,
         tensor: String::new(),
-        what: what.to_string(),
+        what,
     };
     if declared_in_config(config) {
-        return Some(declared(
-            config.path.clone(),
-            "config.json declares a quantization_config",
-        ));
+        return Some(declared(config.path.clone(), QuantSign::DeclaredInConfig));
     }
-    quant_config_file(catalog)
-        .map(|f| declared(catalog.dir.join(f), "a ModelOpt quantization config"))
+    quant_config_file(catalog).map(|f| declared(catalog.dir.join(f), QuantSign::QuantConfigFile))
 }
 
 /// Every sign of quantization, for `inspect`: the config key, the ModelOpt file, the FP8

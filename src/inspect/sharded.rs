@@ -65,7 +65,10 @@ pub fn scan(dir: &Path) -> Result<(Catalog, ShardedInfo, Vec<Problem>)> {
     let mut problems: Vec<Problem> = coverage
         .into_iter()
         .filter_map(|e| match e {
-            Error::PieceGap { tensor, range, .. } => Some(Problem::PieceGap { tensor, range }),
+            Error::PieceGap { tensor, range, .. } => Some(Problem::PieceGap {
+                tensor,
+                range: range.to_string(),
+            }),
             Error::PieceOverlap {
                 path,
                 tensor,
@@ -75,9 +78,9 @@ pub fn scan(dir: &Path) -> Result<(Catalog, ShardedInfo, Vec<Problem>)> {
             } => Some(Problem::PieceOverlap {
                 tensor,
                 file: name_of(&path),
-                range,
+                range: range.to_string(),
                 other_file: name_of(&other),
-                other_range,
+                other_range: other_range.to_string(),
             }),
             _ => None,
         })
