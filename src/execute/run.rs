@@ -242,8 +242,8 @@ mod tests {
     use crate::catalog::{ShardId, TensorId};
     use crate::plan::Source;
 
-    const ROWS: u64 = 3000;
-    const COLS: u64 = 800;
+    const ROWS: u64 = 6000;
+    const COLS: u64 = 1600;
 
     /// A checkpoint directory holding one BF16 `[ROWS, COLS]` matrix `m` of finite values
     /// that differ from their neighbours in every direction, and its catalog.
