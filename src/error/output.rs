@@ -191,13 +191,16 @@ pub enum OutputError {
     },
     /// Some workers have not left their marker.
     #[error(
-        "{path}: workers {missing:?} of {count} have not finished; run them, then finalize again"
+        "{path}: workers {missing:?}{} of {count} have not finished; run them, then finalize again",
+        more(*unfinished, missing.len())
     )]
     WorkersUnfinished {
         /// The work directory.
         path: PathBuf,
-        /// The workers without a marker.
+        /// The first workers without a marker.
         missing: Vec<usize>,
+        /// How many workers have no marker.
+        unfinished: usize,
         /// How many workers the run has.
         count: usize,
     },
@@ -218,6 +221,15 @@ pub enum OutputError {
         #[source]
         source: Box<crate::Error>,
     },
+}
+
+/// `" and N more"` when only `shown` of `all` are listed.
+fn more(all: usize, shown: usize) -> String {
+    if all > shown {
+        format!(" and {} more", all - shown)
+    } else {
+        String::new()
+    }
 }
 
 /// What makes a worker's marker unreadable.

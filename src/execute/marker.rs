@@ -2,7 +2,7 @@
 //! `finalize` makes of them: every worker finished the same plan in the same split mode, and
 //! together their byte ranges cover every byte of every output file exactly once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +13,9 @@ use crate::error::{Error, MarkerProblem, OutputError, Result};
 
 /// Names of the markers workers leave: `.nemoconv-worker-K-of-M`.
 pub const MARKER_PREFIX: &str = ".nemoconv-worker-";
+
+/// Unfinished workers named by `finalize`'s refusal; the others are counted.
+const SHOWN_MISSING: usize = 16;
 
 /// Version of the marker's layout; a marker of another version is refused.
 const FORMAT: u32 = 1;
@@ -143,13 +146,21 @@ pub fn check(dir: &Path) -> Result<(Vec<OutFile>, Vec<PathBuf>)> {
         }
     }
     let count = first.workers;
-    let missing: Vec<usize> = (0..count)
-        .filter(|k| !markers.iter().any(|(_, m)| m.worker == *k))
+    let present: BTreeSet<usize> = markers
+        .iter()
+        .map(|(_, m)| m.worker)
+        .filter(|&k| k < count)
         .collect();
-    if !missing.is_empty() {
+    if present.len() < count {
+        // Lazily: a worker count can be absurd (`--worker 0/18446744073709551615`).
+        let missing = (0..count)
+            .filter(|k| !present.contains(k))
+            .take(SHOWN_MISSING)
+            .collect();
         return Err(OutputError::WorkersUnfinished {
             path: dir.to_path_buf(),
             missing,
+            unfinished: count - present.len(),
             count,
         }
         .into());

@@ -288,6 +288,24 @@ fn an_idle_byte_split_worker_writes_nothing_and_says_so() {
     assert_eq!(marker["ranges"], Value::Array(Vec::new()));
 }
 
+/// Hostile input: an absurd worker count is accepted by a worker (it writes its share, here
+/// nothing), and finalize refuses at once naming the first unfinished workers and counting the
+/// rest, instead of listing them all.
+#[test]
+fn finalize_of_an_absurd_worker_count_names_a_few_and_counts_the_rest() {
+    let tmp = tempdir();
+    let input = hf_input(tmp.path());
+    let job = from_hf_job(&input);
+    let out = tmp.path().join("out");
+    let m = usize::MAX;
+    wait(spawn(&job.args(&[format!("--worker=0/{m}")], &out), &[])).success();
+    finalize(&out)
+        .code(1)
+        .stderr_has("workers [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]")
+        .stderr_has(&format!(" and {} more of {m} have not finished", m - 17));
+    assert!(work_dir(&out).exists(), "a refused finalize keeps the work");
+}
+
 #[test]
 fn split_without_worker_is_a_usage_error() {
     let tmp = tempdir();
