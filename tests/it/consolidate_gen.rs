@@ -80,10 +80,7 @@ fn uneven_and_empty_row_pieces_in_any_order_come_back_whole() {
     let mut ck = ck.one_file();
     ck.file_index.insert("c.conv".into(), 2);
     ck.file_index.insert("a.weight".into(), 2);
-    let tmp = tempdir();
-    let (model, out) = (tmp.path().join("model"), tmp.path().join("hf"));
-    ck.write(&model);
-    convert("consolidate", &["-q"], &model, &out).success();
+    let (_tmp, _, out) = ck.consolidated();
     assert_same_tensors(&read_checkpoint(&out), &originals(&ck));
     let first = out.join("model-00001-of-00002.safetensors");
     assert_eq!(
@@ -113,10 +110,7 @@ fn column_pieces_are_placed_row_by_row() {
         ..DcpCheckpoint::default()
     }
     .one_file();
-    let tmp = tempdir();
-    let (model, out) = (tmp.path().join("model"), tmp.path().join("hf"));
-    ck.write(&model);
-    convert("consolidate", &["-q"], &model, &out).success();
+    let (_tmp, _, out) = ck.consolidated();
     assert_same_tensors(&read_checkpoint(&out), &originals(&ck));
 }
 

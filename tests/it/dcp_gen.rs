@@ -5,10 +5,10 @@
 //! the format description alone, no nemoconv code.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::builder::{padded, raw_bytes};
-use crate::harness::Tensor;
+use crate::harness::{Tensor, convert, tempdir};
 use crate::reader::dtype_size;
 
 /// One rank's piece of a tensor.
@@ -184,6 +184,16 @@ pub fn shard_bytes(pieces: &[StoredPiece]) -> Vec<u8> {
 pub const CONFIG: &str = "{\n  \"dtype\": \"bfloat16\",\n  \"layer_norm_epsilon\": 1e-05,\n  \"model_type\": \"nemotron_h\",\n  \"time_step_limit\": [\n    0.0,\n    {\n      \"__float__\": \"Infinity\"\n    }\n  ]\n}\n";
 
 impl DcpCheckpoint {
+    /// Writes the checkpoint into a fresh temporary `model/` and consolidates it into `hf/`
+    /// beside it, which must succeed; gives the directory (kept alive) and both paths.
+    pub fn consolidated(&self) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempdir();
+        let (model, out) = (tmp.path().join("model"), tmp.path().join("hf"));
+        self.write(&model);
+        convert("consolidate", &["-q"], &model, &out).success();
+        (tmp, model, out)
+    }
+
     /// Writes the rank files and `.hf_metadata/` into `dir`.
     pub fn write(&self, dir: &Path) {
         std::fs::create_dir_all(dir.join(".hf_metadata")).unwrap();

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::broken::{CONFIG, Case};
 use crate::builder::Files;
-use crate::harness::{assert_valid_output, from_hf, nemoconv, tempdir, to_hf};
+use crate::harness::{Run, assert_valid_output, from_hf, nemoconv, tempdir, to_hf};
 
 /// Inserts `"key": value` text at the start of the input's config.json object.
 fn insert_config_text(case: &Case, fields: &str) {
@@ -321,14 +321,8 @@ fn a_fifo_shard_is_called_a_fifo() {
     // SAFETY: mkfifo with a NUL-terminated path and a mode.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
     // Not through `from_hf`: hashing the input would block on the FIFO.
-    let args = [
-        "from-hf".as_ref(),
-        "-q".as_ref(),
-        case.input.as_os_str(),
-        case.out.as_os_str(),
-    ];
-    let run = nemoconv(&args);
-    run.code(1)
+    from_hf_unhashed(&case)
+        .code(1)
         .stderr_has("FIFO")
         .stderr_has(crate::broken::SHARD_3);
 }
@@ -409,14 +403,19 @@ fn hidden_entries_and_torch_weights_are_not_copied() {
 /// Runs from-hf without hashing the input (links and FIFOs would trip the hash) and checks a
 /// refusal naming `culprit` and saying `why`.
 fn refused_listing(case: &Case, culprit: &str, why: &str) {
+    let run = from_hf_unhashed(case);
+    crate::broken::assert_refused_with(&run, 1, &case.out, &[culprit, why]);
+}
+
+/// Runs from-hf on `case` without hashing its input first.
+fn from_hf_unhashed(case: &Case) -> Run {
     let args = [
         "from-hf".as_ref(),
         "-q".as_ref(),
         case.input.as_os_str(),
         case.out.as_os_str(),
     ];
-    let run = nemoconv(&args);
-    crate::broken::assert_refused_with(&run, 1, &case.out, &[culprit, why]);
+    nemoconv(&args)
 }
 
 #[test]

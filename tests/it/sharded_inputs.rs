@@ -76,10 +76,7 @@ fn verify_sharded_with_column_pieces_against_its_consolidation() {
         ..DcpCheckpoint::default()
     }
     .one_file();
-    let tmp = tempdir();
-    let (model, out) = (tmp.path().join("model"), tmp.path().join("hf"));
-    ck.write(&model);
-    convert("consolidate", &["-q"], &model, &out).success();
+    let (_tmp, model, out) = ck.consolidated();
     for (a, b) in [(&model, &out), (&out, &model)] {
         let args: Vec<std::ffi::OsString> = vec!["verify".into(), "-q".into(), a.into(), b.into()];
         nemoconv(&args).success().stdout_has("identical");
